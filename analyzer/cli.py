@@ -1,0 +1,285 @@
+"""The krefaudit command line: the user-facing commands, nothing else."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from analyzer import __version__, engine
+from analyzer.dataflow.locks import LockAnalysis
+from analyzer.program.model import Program
+from analyzer.program.tree import TreeError
+from analyzer.report import callgraph as cg
+from analyzer.report.json_report import coverage_dict, render_json
+from analyzer.report.text import render_text, summary_lines
+from analyzer.rules.loader import RuleError, load_api, load_rules
+
+
+class Exit:
+    """Exit codes: documented in --help and the README."""
+
+    CLEAN = 0
+    FINDINGS = 1
+    INPUT_ERROR = 2  # usage errors, unusable tree or rule files, files that could not be read
+    INTERNAL_ERROR = 3
+
+
+MODELS = ("split-tail", "locked-tail", "head-only", "folio")
+
+
+def _fail(message: str, code: int = Exit.INPUT_ERROR) -> NoReturn:
+    click.echo(f"krefaudit: error: {message}", err=True)
+    sys.exit(code)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a reader never sees
+    a partial file, and an interrupted run leaves the previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Progress:
+    """Progress lines on stderr, only for runs longer than a second and never with -q."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet and time.monotonic() - self.start > 1.0:
+            click.echo(f"krefaudit: {message}", err=True)
+
+
+def _guard(action: Callable[[], int]) -> NoReturn:
+    try:
+        code = action()
+    except (TreeError, RuleError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted; no output was written", Exit.INPUT_ERROR)
+    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit 3
+        import traceback
+
+        traceback.print_exc()
+        _fail(f"internal error: {e.__class__.__name__}: {e}", Exit.INTERNAL_ERROR)
+    sys.exit(code)
+
+
+tree_arg = click.argument("tree", type=click.Path(file_okay=False, path_type=Path), metavar="TREE")
+paths_arg = click.argument("paths", nargs=-1, metavar="[PATH]...")
+quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="krefaudit")
+def main() -> None:
+    """krefaudit: static analysis of Linux kernel page reference counting.
+
+    TREE is the root of a kernel source tree; PATHs are files or directories inside it
+    (default: mm fs/direct-io.c).
+
+    \b
+    Exit codes:
+      0  no findings
+      1  findings reported
+      2  usage or input error (bad tree, path, rule file; unreadable source files)
+      3  internal error
+    """
+
+
+@main.command()
+@tree_arg
+@paths_arg
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="What goes to standard output.",
+)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write JSON here.")
+@click.option(
+    "--refcount-model",
+    type=click.Choice(MODELS),
+    help="Use this refcount model instead of reading it from the tree's get_page().",
+)
+@quiet_opt
+def scan(
+    tree: Path,
+    paths: tuple[str, ...],
+    fmt: str,
+    json_out: Path | None,
+    refcount_model: str | None,
+    quiet: bool,
+) -> None:
+    """Analyze PATHs of TREE and report findings with their evidence."""
+
+    def run() -> int:
+        result = engine.scan(tree, list(paths) or None, refcount_model, Progress(quiet))
+        text = render_json(result) if fmt == "json" else render_text(result)
+        if json_out is not None:
+            write_atomically(json_out, render_json(result))
+        click.echo(text, nl=False)
+        if result.diagnostics:
+            for d in result.diagnostics:
+                click.echo(f"krefaudit: error: {d}", err=True)
+            return Exit.INPUT_ERROR
+        return Exit.FINDINGS if result.findings else Exit.CLEAN
+
+    _guard(run)
+
+
+@main.command()
+@tree_arg
+@paths_arg
+@click.option(
+    "--format", "fmt", type=click.Choice(["dot", "json"]), default="dot", show_default=True
+)
+@click.option("--function", "around", help="Only the neighbourhood of this function.")
+@click.option("--depth", default=2, show_default=True, help="Calls away from --function.")
+@click.option(
+    "--locks/--no-locks",
+    default=True,
+    show_default=True,
+    help="Label each call with the locks held on every path to it.",
+)
+@quiet_opt
+def callgraph(
+    tree: Path,
+    paths: tuple[str, ...],
+    fmt: str,
+    around: str | None,
+    depth: int,
+    locks: bool,
+    quiet: bool,
+) -> None:
+    """Print the call graph of PATHs: direct calls and calls through function pointers
+    (dashed), each labelled with where it is and what is held there."""
+
+    def run() -> int:
+        parsed = engine.parse_paths(
+            tree, list(paths) or list(engine.DEFAULT_PATHS), Progress(quiet)
+        )
+        program = Program(parsed.files)
+        analysis = LockAnalysis(program, load_api().locks) if locks else None
+        es = cg.edges(program, analysis, around, depth)
+        click.echo(cg.render_dot(es) if fmt == "dot" else cg.render_json(es), nl=False)
+        for d in parsed.diagnostics:
+            click.echo(f"krefaudit: error: {d}", err=True)
+        return Exit.INPUT_ERROR if parsed.diagnostics else Exit.CLEAN
+
+    _guard(run)
+
+
+@main.command()
+@tree_arg
+@paths_arg
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@quiet_opt
+def coverage(tree: Path, paths: tuple[str, ...], fmt: str, quiet: bool) -> None:
+    """Report what the front end lowered: functions seen, clean, recovered, skipped."""
+
+    def run() -> int:
+        parsed = engine.parse_paths(
+            tree, list(paths) or list(engine.DEFAULT_PATHS), Progress(quiet)
+        )
+        if fmt == "json":
+            import json
+
+            doc = coverage_dict(parsed.coverage)
+            doc["diagnostics"] = parsed.diagnostics
+            click.echo(json.dumps(doc, indent=2))
+        else:
+            for f in parsed.coverage.files:
+                state = (
+                    f"error: {f.error}"
+                    if f.error
+                    else (
+                        f"{f.seen} seen, {f.clean} clean, {f.recovered} recovered,"
+                        f" {len(f.skipped)} skipped"
+                    )
+                )
+                click.echo(f"{f.path}: {state}")
+            from analyzer.model import ModelEvidence, RunResult
+
+            stub = RunResult(
+                __version__,
+                str(tree),
+                paths,
+                ModelEvidence("", "", "default"),
+                parsed.coverage,
+                (),
+                (),
+                None,
+                tuple(parsed.diagnostics),
+            )
+            for line in summary_lines(stub)[1:]:
+                click.echo(f"krefaudit: {line}")
+        return Exit.INPUT_ERROR if parsed.diagnostics else Exit.CLEAN
+
+    _guard(run)
+
+
+@main.group()
+def rules() -> None:
+    """List the rules and show their documentation."""
+
+
+@rules.command("list")
+def rules_list() -> None:
+    """One line per rule: id, severity, confidence, name."""
+    _guard(lambda: _rules_list())
+
+
+def _rules_list() -> int:
+    for r in load_rules():
+        click.echo(f"{r.id}\t{r.severity.value}\t{r.confidence.value}\t{r.name}")
+    return Exit.CLEAN
+
+
+@rules.command("show")
+@click.argument("rule_id")
+def rules_show(rule_id: str) -> None:
+    """The documentation of RULE_ID: what, why, example, instead, references."""
+
+    def run() -> int:
+        found = [r for r in load_rules() if r.id == rule_id]
+        if not found:
+            _fail(f"no rule {rule_id!r}; see `krefaudit rules list`")
+        r = found[0]
+        d = r.docs
+        click.echo(
+            f"{r.id}: {r.name}\nseverity: {r.severity.value}, confidence: "
+            f"{r.confidence.value}\nfile: {r.path}\n"
+        )
+        for title, body in (
+            ("What it does", d.what),
+            ("Why it is bad", d.why),
+            ("Example", d.example),
+            ("Instead", d.instead),
+        ):
+            click.echo(f"{title}\n{'-' * len(title)}\n{body}\n")
+        click.echo("References\n----------")
+        for ref in d.references:
+            click.echo(f"- {ref}")
+        return Exit.CLEAN
+
+    _guard(run)

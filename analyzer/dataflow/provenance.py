@@ -1,0 +1,431 @@
+"""Page provenance: which values may hold a page from the GUP family (a may-analysis).
+
+Within a function the state maps local access paths to the origin of the page they may
+hold: ``page`` (the variable) and ``pages[]`` (any element of the array or pointee).
+Across functions, facts are global and grow until nothing changes:
+- struct fields, by the struct's type and the field's name (``struct dio.pages[]``,
+  ``struct dio.cur_page``), or by name alone where the base's type is unknown;
+- parameters of a callee that some caller passes a GUP page (or array of them);
+- return values, and arrays a callee fills through a ``struct page **`` parameter.
+Every fact carries its origin: the trace from the GUP call, one step per store, load,
+call and return that carried the page.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from analyzer.dataflow.solver import BudgetExceeded, ForwardSolver
+from analyzer.ir import (
+    AddrOf,
+    Call,
+    Deref,
+    Expr,
+    Field,
+    Function,
+    Index,
+    Kind,
+    Loc,
+    Name,
+    Op,
+    TypeRef,
+    render,
+)
+from analyzer.model import Location, TraceStep
+from analyzer.program.model import Program
+from analyzer.rules.loader import GupApi
+
+_QUALIFIERS = re.compile(r"\b(const|volatile|restrict)\b|\*")
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    source: str  # the GUP-family function the page came from
+    steps: tuple[TraceStep, ...]
+
+    def then(self, step: TraceStep) -> Origin:
+        return Origin(self.source, (*self.steps, step))
+
+    @property
+    def rank(self) -> tuple[int, list[tuple[Location, str]]]:
+        return (len(self.steps), [(s.location, s.note) for s in self.steps])
+
+
+def _better(a: Origin | None, b: Origin | None) -> Origin | None:
+    """The origin kept where two meet: the shorter trace, then the earlier one."""
+    if a is None:
+        return b
+    if b is None or a.rank <= b.rank:
+        return a
+    return b
+
+
+State = dict[str, Origin]
+FieldKey = tuple[str | None, str, bool]  # (struct or type name, field, element?)
+
+
+@dataclass(frozen=True, slots=True)
+class RefSite:
+    """A reference primitive called on a value that may hold a GUP page."""
+
+    function: Function
+    node: int
+    call: Call
+    sink: str
+    page: Expr
+    origin: Origin
+
+
+def type_name(t: TypeRef | None) -> str | None:
+    if t is None:
+        return None
+    return t.struct or _QUALIFIERS.sub("", t.text).strip() or None
+
+
+class Provenance:
+    def __init__(self, program: Program, gup: GupApi, sinks: dict[str, int]) -> None:
+        self.program = program
+        self.gup = gup
+        self.sinks = sinks  # reference primitive -> page argument index
+        self.fields: dict[FieldKey, Origin] = {}
+        self.params: dict[tuple[str, int, bool], Origin] = {}
+        self.returns: dict[str, Origin] = {}
+        self.outs: dict[tuple[str, int], Origin] = {}
+        self.sites: dict[tuple[str, int, int], RefSite] = {}
+        self.skipped: list[tuple[Function, str]] = []
+        self._order = {
+            fn.key: i for i, fn in enumerate([*program.functions(), *program._context_functions()])
+        }
+        self._readers: dict[str, list[Function]] | None = None
+        self._dirty: set[str] = set()
+
+    # ---------------------------------------------------------------- driver
+    def run(self) -> list[RefSite]:
+        work: list[tuple[int, str]] = []
+        queued: set[str] = set()
+
+        def push(fns: Iterable[Function]) -> None:
+            for f in fns:
+                if f.key not in queued and f.key in self._order:
+                    queued.add(f.key)
+                    heapq.heappush(work, (self._order[f.key], f.key))
+
+        push(f for f in self.program.functions() if self._has_source(f))
+        limit = 20 * max(len(self._order), 1)
+        while work and limit > 0:
+            limit -= 1
+            _, key = heapq.heappop(work)
+            queued.discard(key)
+            fn = self.program.by_key[key]
+            self._dirty = set()
+            try:
+                self._analyze(fn)
+            except BudgetExceeded as e:
+                self.skipped.append((fn, str(e)))
+            push(self._affected())
+        return [self.sites[k] for k in sorted(self.sites, key=self._site_order)]
+
+    def _site_order(self, k: tuple[str, int, int]) -> tuple[str, Loc, int]:
+        site = self.sites[k]
+        return (site.function.path, site.call.loc, k[2])
+
+    def _has_source(self, fn: Function) -> bool:
+        for _n, call in fn.calls():
+            name = self.program.canonical(call.callee or "")
+            if not call.indirect and (name in self.gup.array or name in self.gup.single):
+                return True
+        return False
+
+    def _affected(self) -> list[Function]:
+        out: list[Function] = []
+        for kind, key in sorted(self._dirty):
+            if kind == "field":
+                out.extend(self._field_readers().get(key, []))
+            elif kind == "param":
+                out.append(self.program.by_key[key])
+            else:  # a return value or out-array of `key` changed: its callers
+                out.extend(site.caller for site in self.program.callers(self.program.by_key[key]))
+        return out
+
+    def _field_readers(self) -> dict[str, list[Function]]:
+        if self._readers is None:
+            readers: dict[str, set[str]] = defaultdict(set)
+            for key in self._order:
+                fn = self.program.by_key[key]
+                for ins in fn.cfg.instrs:
+                    for e in (ins.rhs, ins.lhs):
+                        for f in _fields_in(e):
+                            readers[f].add(key)
+            self._readers = {
+                f: [self.program.by_key[k] for k in sorted(keys, key=self._order.__getitem__)]
+                for f, keys in readers.items()
+            }
+        return self._readers
+
+    # ---------------------------------------------------------------- one function
+    def _analyze(self, fn: Function) -> None:
+        entry: State = {}
+        for i, p in enumerate(fn.params):
+            if p.name is None:
+                continue
+            for elem in (False, True):
+                o = self.params.get((fn.key, i, elem))
+                if o is not None:
+                    entry[p.name + ("[]" if elem else "")] = o
+        solver: ForwardSolver[State] = ForwardSolver(lambda n, s: self._transfer(fn, n, s), _join)
+        solver.solve(fn.cfg, entry)
+
+    def _step(self, fn: Function, loc: Loc, note: str) -> TraceStep:
+        return TraceStep(Location(fn.path, loc.line, loc.col), fn.name, note)
+
+    def _transfer(self, fn: Function, n: int, state: State) -> State:
+        ins = fn.cfg.instrs[n]
+        new = dict(state)
+        for i, call in enumerate(ins.calls):
+            self._call(fn, n, i, call, state, new)
+        if ins.kind is Kind.ASSIGN and ins.lhs is not None and ins.rhs is not None:
+            val = self.value(fn, ins.rhs, state, ins.loc)
+            elem = self.elem(fn, ins.rhs, state)
+            self._store(fn, ins.lhs, val, elem, new, ins.loc)
+        elif ins.kind is Kind.RETURN and ins.rhs is not None:
+            val = self.value(fn, ins.rhs, state, ins.loc)
+            if val is not None:
+                step = self._step(fn, ins.loc, f"returned by {fn.name}()")
+                self._fact(self.returns, fn.key, val.then(step), ("ret", fn.key))
+        return new
+
+    # ---------------------------------------------------------------- calls
+    def _call(self, fn: Function, n: int, idx: int, call: Call, state: State, new: State) -> None:
+        if call.indirect and call.callee is None:
+            return
+        name = self.program.canonical(call.callee or "")
+        if not call.indirect and name in self.gup.array:
+            arg, via_pointer = self._pages_arg(fn, name, call)
+            if arg is not None:
+                step = self._step(
+                    fn, call.loc, f"{name}() stores referenced user pages in {render(arg)}"
+                )
+                origin = Origin(name, (step,))
+                target = arg.operand if via_pointer and isinstance(arg, AddrOf) else arg
+                if not via_pointer or isinstance(arg, AddrOf):
+                    self._store_elem(fn, target, origin, new, call.loc)
+            return
+        sink = call.callee if call.callee in self.sinks else name
+        if not call.indirect and sink in self.sinks:
+            k = self.sinks[sink]
+            if k < len(call.args):
+                origin = self.value(fn, call.args[k], state, call.loc)
+                if origin is not None:
+                    key = (fn.key, n, idx)
+                    site = RefSite(fn, n, call, sink, call.args[k], origin)
+                    old = self.sites.get(key)
+                    if old is None or origin.rank < old.origin.rank:
+                        self.sites[key] = site
+            return
+        for target in self.program.resolve(fn, call):
+            for i, arg in enumerate(call.args):
+                if i >= len(target.params):
+                    break
+                pname = target.params[i].name or f"#{i}"
+                for elem, origin in (
+                    (False, self.value(fn, arg, state, call.loc)),
+                    (True, self.elem(fn, arg, state)),
+                ):
+                    if origin is None:
+                        continue
+                    what = f"{render(arg)} passed to {target.name}() as {pname}"
+                    step = self._step(fn, call.loc, what)
+                    self._fact(
+                        self.params, (target.key, i, elem), origin.then(step), ("param", target.key)
+                    )
+                out = self.outs.get((target.key, i))
+                if out is not None:
+                    step = self._step(fn, call.loc, f"{target.name}() fills {render(arg)}")
+                    self._store_elem(fn, arg, out.then(step), new, call.loc)
+
+    def _pages_arg(self, fn: Function, name: str, call: Call) -> tuple[Expr | None, bool]:
+        """The argument that receives the pages: the `struct page **` parameter of the
+        tree's prototype (`struct page ***`: the callee allocates the array), else the
+        argument whose static type is an array of page pointers."""
+        params = self.program.prototypes.get(name)
+        if params:
+            for i, p in enumerate(params):
+                if p.type.struct == "page" and p.type.ptr >= 2 and i < len(call.args):
+                    return call.args[i], p.type.ptr >= 3
+        for arg in call.args:
+            t = self._type(fn, arg)
+            if t is not None and t.struct == "page" and t.ptr >= 2:
+                return arg, t.ptr >= 3
+        return None, False
+
+    # ---------------------------------------------------------------- values
+    def value(self, fn: Function, e: Expr, state: State, loc: Loc) -> Origin | None:
+        match e:
+            case Name(id=i):
+                return state.get(i)
+            case Index(base=b) | Deref(operand=b):
+                o = self.elem(fn, b, state)
+                if o is None or not isinstance(b, Field):
+                    return o
+                return o.then(self._step(fn, loc, f"page read back from {render(e)}"))
+            case Field(base=b, name=f):
+                o = self._field(fn, b, f, False)
+                if o is None:
+                    return None
+                return o.then(self._step(fn, loc, f"page read back from {render(e)}"))
+            case Op(op=op, operands=ops):
+                if op in ("cast", "+", "-", "pre++", "post++", "pre--", "post--") and ops:
+                    return self.value(fn, ops[0], state, loc)
+                if op == "?:" and len(ops) == 3:
+                    return _better(
+                        self.value(fn, ops[1], state, loc), self.value(fn, ops[2], state, loc)
+                    )
+                if op == "," and ops:
+                    return self.value(fn, ops[-1], state, loc)
+                return None
+            case Call():
+                return self._call_value(fn, e, state, loc)
+        return None
+
+    def _call_value(self, fn: Function, call: Call, state: State, loc: Loc) -> Origin | None:
+        name = self.program.canonical(call.callee or "")
+        if call.indirect and call.target is not None and call.callee is None:
+            return None
+        if name in self.gup.single and not call.indirect:
+            step = self._step(fn, call.loc, f"{name}() returns a page of a user mapping")
+            return Origin(name, (step,))
+        if name in self.gup.passthrough and call.args:
+            return self.value(fn, call.args[0], state, loc)
+        if name in self.gup.head_of:
+            return None
+        best: Origin | None = None
+        for target in self.program.resolve(fn, call):
+            o = self.returns.get(target.key)
+            if o is not None:
+                step = self._step(fn, call.loc, f"page returned by {target.name}()")
+                best = _better(best, o.then(step))
+        return best
+
+    def elem(self, fn: Function, e: Expr, state: State) -> Origin | None:
+        match e:
+            case Name(id=i):
+                return state.get(i + "[]")
+            case Field(base=b, name=f):
+                return self._field(fn, b, f, True)
+            case AddrOf(operand=Index(base=b)):
+                return self.elem(fn, b, state)
+            case AddrOf(operand=x):
+                return self.value(fn, x, state, Loc(0, 0))
+            case Op(op=op, operands=ops) if op in ("cast", "+", "-") and ops:
+                return self.elem(fn, ops[0], state)
+        return None
+
+    def _type(self, fn: Function, e: Expr) -> TypeRef | None:
+        match e:
+            case Name(id=i):
+                return fn.locals.get(i)
+            case Field(base=b, name=f):
+                return self.program.field_type(type_name(self._type(fn, b)), f)
+            case Index(base=b) | Deref(operand=b):
+                t = self._type(fn, b)
+                return TypeRef(t.text, t.struct, t.ptr - 1) if t is not None else None
+            case AddrOf(operand=x):
+                t = self._type(fn, x)
+                return TypeRef(t.text, t.struct, t.ptr + 1) if t is not None else None
+        return None
+
+    def _field(self, fn: Function, base: Expr, f: str, elem: bool) -> Origin | None:
+        tname = type_name(self._type(fn, base))
+        if tname is not None:
+            return _better(self.fields.get((tname, f, elem)), self.fields.get((None, f, elem)))
+        best: Origin | None = None
+        for (_struct, name, el), o in self.fields.items():
+            if name == f and el == elem:
+                best = _better(best, o)
+        return best
+
+    # ---------------------------------------------------------------- stores
+    def _store(
+        self,
+        fn: Function,
+        lhs: Expr,
+        val: Origin | None,
+        elem: Origin | None,
+        new: State,
+        loc: Loc,
+    ) -> None:
+        match lhs:
+            case Name(id=i):
+                for key, o in ((i, val), (i + "[]", elem)):
+                    if o is None:
+                        new.pop(key, None)
+                    else:
+                        new[key] = o
+            case Index(base=b) | Deref(operand=b):
+                if val is not None:
+                    self._store_elem(fn, b, val, new, loc)
+            case Field(base=b, name=f):
+                tname = type_name(self._type(fn, b))
+                for is_elem, o in ((False, val), (True, elem)):
+                    if o is not None:
+                        what = f"stored into {render(lhs)}{'[]' if is_elem else ''}"
+                        step = self._step(fn, loc, what)
+                        self._fact(self.fields, (tname, f, is_elem), o.then(step), ("field", f))
+
+    def _store_elem(self, fn: Function, base: Expr, origin: Origin, new: State, loc: Loc) -> None:
+        match base:
+            case Name(id=i):
+                new[i + "[]"] = _better(new.get(i + "[]"), origin)  # type: ignore[assignment]
+                for k, p in enumerate(fn.params):
+                    if p.name == i:
+                        step = self._step(fn, loc, f"{fn.name}() fills its parameter {i}")
+                        self._fact(self.outs, (fn.key, k), origin.then(step), ("out", fn.key))
+            case Field(base=b, name=f):
+                tname = type_name(self._type(fn, b))
+                step = self._step(fn, loc, f"stored into {render(base)}[]")
+                self._fact(self.fields, (tname, f, True), origin.then(step), ("field", f))
+            case AddrOf(operand=Index(base=b)):
+                self._store_elem(fn, b, origin, new, loc)
+            case AddrOf(operand=x):
+                self._store(fn, x, origin, None, new, loc)
+            case Op(op=op, operands=ops) if op in ("cast", "+", "-") and ops:
+                self._store_elem(fn, ops[0], origin, new, loc)
+
+    def _fact(self, table: dict, key: object, origin: Origin, dirty: tuple[str, str]) -> None:  # type: ignore[type-arg]
+        if key not in table:
+            table[key] = origin
+            self._dirty.add(dirty)
+
+
+def _join(states: Sequence[State]) -> State:
+    out = dict(states[0])
+    for s in states[1:]:
+        for k, o in s.items():
+            out[k] = _better(out.get(k), o)  # type: ignore[assignment]
+    return out
+
+
+def _fields_in(e: Expr | None) -> set[str]:
+    found: set[str] = set()
+    stack = [e] if e is not None else []
+    while stack:
+        x = stack.pop()
+        match x:
+            case Field(base=b, name=f):
+                found.add(f)
+                stack.append(b)
+            case Index(base=b, index=i):
+                stack += [b, i]
+            case AddrOf(operand=o) | Deref(operand=o):
+                stack.append(o)
+            case Call(args=args, target=t):
+                stack += list(args)
+                if t is not None:
+                    stack.append(t)
+            case Op(operands=ops):
+                stack += list(ops)
+    return found

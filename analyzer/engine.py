@@ -1,0 +1,143 @@
+"""The pipeline: discover, parse, model the program, analyze, judge; returns plain data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from analyzer import __version__
+from analyzer.dataflow.locks import LockAnalysis
+from analyzer.dataflow.provenance import Provenance
+from analyzer.frontend.parse import InputError, parse_file
+from analyzer.ir import FileIR, Status
+from analyzer.model import (
+    Coverage,
+    FileCoverage,
+    Finding,
+    RunResult,
+    SkippedFunction,
+)
+from analyzer.program.model import Program
+from analyzer.program.tree import DefinitionIndex, discover, kernel_version
+from analyzer.rules import refmodel
+from analyzer.rules.loader import KernelApi, load_api, load_rules
+from analyzer.rules.tail_ref_race import TailRefRace
+
+DEFAULT_PATHS = ("mm", "fs/direct-io.c")
+# How many levels of callees of get_page() are looked up in the tree's headers and mm/.
+_CONTEXT_DEPTH = 4
+
+Progress = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class Parsed:
+    files: list[FileIR]
+    coverage: Coverage
+    diagnostics: list[str]
+
+
+def parse_paths(tree: Path, paths: list[str], progress: Progress | None = None) -> Parsed:
+    found = discover(tree, paths)
+    diagnostics = list(found.problems)
+    files: list[FileIR] = []
+    cov: list[FileCoverage] = []
+    for i, rel in enumerate(found.files):
+        if progress is not None and i % 50 == 0:
+            progress(f"parsing {i}/{len(found.files)} {rel}")
+        try:
+            ir = parse_file(tree / rel, rel)
+        except InputError as e:
+            diagnostics.append(str(e))
+            cov.append(FileCoverage(rel, 0, 0, 0, (), str(e)))
+            continue
+        files.append(ir)
+        cov.append(file_coverage(ir))
+    return Parsed(files, Coverage(tuple(cov)), diagnostics)
+
+
+def file_coverage(ir: FileIR) -> FileCoverage:
+    recovered = sum(fn.status is Status.RECOVERED for fn in ir.functions)
+    skipped = tuple(SkippedFunction(ir.path, s.name, s.line, s.reason) for s in ir.skipped)
+    return FileCoverage(
+        ir.path,
+        seen=len(ir.functions) + len(ir.skipped),
+        clean=len(ir.functions) - recovered,
+        recovered=recovered,
+        skipped=skipped,
+        error=ir.error,
+    )
+
+
+def load_context(tree: Path, files: list[FileIR], api: KernelApi) -> list[FileIR]:
+    """Headers (and mm/ files) of the tree that define what the rules need: prototypes of
+    the GUP family, get_page() and, a few levels deep, the functions it calls."""
+    index = DefinitionIndex(tree)
+    context: dict[str, FileIR] = {}
+    seen = {f.path for f in files}
+    defined = {fn.name: fn for f in files for fn in f.functions}
+    followed = {"get_page"}
+    wanted = followed | set(api.gup.array)
+    for _ in range(_CONTEXT_DEPTH):
+        for rel in index.files_defining({n for n in wanted if n not in defined}):
+            if rel in seen:
+                continue
+            seen.add(rel)
+            try:
+                ir = parse_file(tree / rel, rel)
+            except InputError:
+                continue
+            context[rel] = ir
+            for fn in ir.functions:
+                defined.setdefault(fn.name, fn)
+        callees = {
+            c.callee for n in followed if n in defined for _i, c in defined[n].calls() if c.callee
+        }
+        if callees <= followed:
+            break
+        followed |= callees
+        wanted = callees
+    return [context[p] for p in sorted(context)]
+
+
+def scan(
+    tree: Path,
+    paths: list[str] | None = None,
+    refcount_model: str | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    paths = list(paths or DEFAULT_PATHS)
+    api = load_api()
+    rules = load_rules()
+    parsed = parse_paths(tree, paths, progress)
+    if progress is not None:
+        progress("reading the tree's headers")
+    context = load_context(tree, parsed.files, api)
+    program = Program(parsed.files, context)
+    locks = LockAnalysis(program, api.locks)
+    model = refmodel.detect(program, api, locks, refcount_model)
+    findings: list[Finding] = []
+    outcomes = []
+    diagnostics = parsed.diagnostics
+    for rule in rules:
+        if progress is not None:
+            progress(f"checking {rule.id}")
+        provenance = Provenance(program, api.gup, {s: api.refs.reference[s] for s in rule.sinks})
+        sites = provenance.run()
+        for fn, why in provenance.skipped:
+            diagnostics.append(f"{fn.path}:{fn.loc.line}: {fn.name}: analysis skipped: {why}")
+        found, outcome = TailRefRace(rule, program, api, locks, model).check(sites)
+        findings.extend(found)
+        outcomes.append(outcome)
+    return RunResult(
+        tool_version=__version__,
+        tree=str(tree),
+        paths=tuple(paths),
+        refcount_model=model,
+        coverage=parsed.coverage,
+        findings=tuple(sorted(findings, key=lambda f: f.sort_key)),
+        outcomes=tuple(outcomes),
+        kernel_version=kernel_version(tree),
+        diagnostics=tuple(diagnostics),
+    )

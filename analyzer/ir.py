@@ -1,0 +1,271 @@
+"""krefaudit's own IR: expressions, instructions, a CFG per function, a record per file.
+
+Analyses read only these types; no tree-sitter node ever leaves the front end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Loc:
+    line: int  # 1-based
+    col: int  # 1-based, in bytes like the compiler's columns
+
+
+# ---------------------------------------------------------------- expressions
+@dataclass(frozen=True, slots=True)
+class Name:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    base: Expr
+    name: str
+    arrow: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    base: Expr
+    index: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class AddrOf:
+    operand: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Deref:
+    operand: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    callee: str | None  # the called name for a direct call (or a call through a field)
+    target: Expr | None  # the function expression of an indirect call
+    args: tuple[Expr, ...]
+    loc: Loc
+
+    @property
+    def indirect(self) -> bool:
+        return self.target is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """Any other operator: binary, unary, ``?:``, comma, cast (op ``cast``), sizeof."""
+
+    op: str
+    operands: tuple[Expr, ...]
+
+
+Expr = Name | Field | Index | AddrOf | Deref | Call | Const | Op
+
+
+def render(e: Expr) -> str:
+    """C-like text of an expression, as shown to users."""
+    match e:
+        case Name(id=i):
+            return i
+        case Field(base=b, name=n, arrow=a):
+            return f"{render(b)}{'->' if a else '.'}{n}"
+        case Index(base=b, index=i):
+            return f"{render(b)}[{render(i)}]"
+        case AddrOf(operand=o):
+            return f"&{render(o)}"
+        case Deref(operand=o):
+            return f"*{render(o)}"
+        case Call(callee=c, target=t, args=args):
+            fn = c if t is None else f"({render(t)})"
+            return f"{fn}({', '.join(render(a) for a in args)})"
+        case Const(text=t):
+            return t
+        case Op(op=op, operands=ops):
+            if op == "cast":
+                return render(ops[0])
+            if op.startswith(("pre", "post")) and len(ops) == 1:
+                fix = op.removeprefix("pre").removeprefix("post")
+                return (
+                    f"{fix}{render(ops[0])}" if op.startswith("pre") else f"{render(ops[0])}{fix}"
+                )
+            if len(ops) == 1:
+                return f"{op}{render(ops[0])}"
+            if op == "?:" and len(ops) == 3:
+                return f"{render(ops[0])} ? {render(ops[1])} : {render(ops[2])}"
+            return f" {op} ".join(render(o) for o in ops)
+    raise TypeError(e)
+
+
+def calls_in(e: Expr | None) -> list[Call]:
+    """Calls inside an expression in evaluation order (arguments before the call)."""
+    out: list[Call] = []
+    stack: list[tuple[Expr, bool]] = [] if e is None else [(e, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            out.append(node)  # type: ignore[arg-type]
+            continue
+        match node:
+            case Call(args=args, target=t):
+                stack.append((node, True))
+                for a in reversed(args):
+                    stack.append((a, False))
+                if t is not None:
+                    stack.append((t, False))
+            case Field(base=b) | AddrOf(operand=b) | Deref(operand=b):
+                stack.append((b, False))
+            case Index(base=b, index=i):
+                stack.append((i, False))
+                stack.append((b, False))
+            case Op(operands=ops):
+                for o in reversed(ops):
+                    stack.append((o, False))
+    return out
+
+
+# ---------------------------------------------------------------- types
+@dataclass(frozen=True, slots=True)
+class TypeRef:
+    """What the analyses need of a C type: the struct it names and the pointer depth."""
+
+    text: str
+    struct: str | None = None
+    ptr: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str | None
+    type: TypeRef
+
+
+# ---------------------------------------------------------------- instructions and CFG
+class Kind(Enum):
+    ENTRY = "entry"
+    EXIT = "exit"
+    ASSIGN = "assign"  # lhs = rhs (declarations with an initializer too)
+    EVAL = "eval"  # an expression evaluated for its effect (calls)
+    RETURN = "return"
+    BRANCH = "branch"  # rhs is the condition; out-edges carry True/False
+    NOP = "nop"  # labels, loop heads, joins
+
+
+@dataclass(frozen=True, slots=True)
+class Instr:
+    kind: Kind
+    loc: Loc
+    lhs: Expr | None = None
+    rhs: Expr | None = None
+    calls: tuple[Call, ...] = ()
+    label: str | None = None  # for NOP nodes that are goto labels
+
+
+# An edge: (target node, polarity); polarity is True/False out of a BRANCH, else None.
+Edge = tuple[int, bool | None]
+
+
+@dataclass(slots=True)
+class CFG:
+    instrs: list[Instr]
+    succs: list[list[Edge]]
+    ENTRY = 0
+    EXIT = 1
+    _preds: list[list[tuple[int, bool | None]]] | None = None
+
+    def preds(self, n: int) -> list[tuple[int, bool | None]]:
+        if self._preds is None:
+            preds: list[list[tuple[int, bool | None]]] = [[] for _ in self.instrs]
+            for a, outs in enumerate(self.succs):
+                for b, pol in outs:
+                    preds[b].append((a, pol))
+            self._preds = preds
+        return self._preds[n]
+
+    def reverse_postorder(self) -> list[int]:
+        seen = [False] * len(self.instrs)
+        order: list[int] = []
+        stack: list[tuple[int, int]] = [(self.ENTRY, 0)]
+        seen[self.ENTRY] = True
+        while stack:
+            n, i = stack[-1]
+            if i < len(self.succs[n]):
+                stack[-1] = (n, i + 1)
+                m = self.succs[n][i][0]
+                if not seen[m]:
+                    seen[m] = True
+                    stack.append((m, 0))
+            else:
+                stack.pop()
+                order.append(n)
+        order.reverse()
+        return order
+
+
+# ---------------------------------------------------------------- functions and files
+class Status(Enum):
+    CLEAN = "clean"  # lowered, no parse error inside
+    RECOVERED = "recovered"  # lowered around tree-sitter's error recovery
+
+
+@dataclass(slots=True)
+class Function:
+    name: str
+    path: str  # relative to the tree root
+    loc: Loc
+    end_line: int
+    static: bool
+    inline: bool
+    params: tuple[Param, ...]
+    ret: TypeRef
+    locals: dict[str, TypeRef]
+    annotations: tuple[tuple[str, str], ...]  # (kind, argument) sparse lock annotations
+    cfg: CFG
+    status: Status
+
+    @property
+    def key(self) -> str:
+        """Program-wide identity: static functions are per file."""
+        return f"{self.path}:{self.name}" if self.static else self.name
+
+    def calls(self) -> list[tuple[int, Call]]:
+        return [(n, c) for n, ins in enumerate(self.cfg.instrs) for c in ins.calls]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    name: str
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FnPtrStore:
+    """A function's address stored into a struct field: a possible indirect-call target."""
+
+    field: str
+    func: str
+    loc: Loc
+
+
+@dataclass(slots=True)
+class FileIR:
+    path: str
+    functions: list[Function] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    prototypes: dict[str, tuple[Param, ...]] = field(default_factory=dict)
+    fnptr_stores: list[FnPtrStore] = field(default_factory=list)
+    exports: frozenset[str] = frozenset()
+    struct_fields: dict[str, dict[str, TypeRef]] = field(default_factory=dict)
+    macro_aliases: dict[str, str] = field(default_factory=dict)
+    macro_lines: dict[str, int] = field(default_factory=dict)
+    error: str | None = None  # the file could not be read or parsed at all

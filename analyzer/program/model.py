@@ -1,0 +1,125 @@
+"""The program model: symbol table and call graph over all scanned files.
+
+Resolution rules (the C linker's, approximated):
+- a call resolves to a static function of the same file first, then to the global
+  definitions of that name (several when a tree has alternative definitions under
+  different configurations: all are possible targets);
+- a call through a struct field (``ops->fault(vmf)``) resolves to every function whose
+  address is stored into a field of that name (struct initializers and assignments).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from analyzer.ir import Call, FileIR, Function, Param, TypeRef
+
+
+@dataclass(frozen=True, slots=True)
+class CallSite:
+    caller: Function
+    node: int  # CFG node of the call in the caller
+    call: Call
+
+
+class Program:
+    def __init__(self, files: list[FileIR], context: list[FileIR] | None = None) -> None:
+        """`files` are the scanned files; `context` files (headers read on demand) add
+        definitions, prototypes and macros but are not themselves reported on."""
+        self.files = {f.path: f for f in files}
+        self.context = {f.path: f for f in context or []}
+        self.globals: dict[str, list[Function]] = defaultdict(list)
+        self.statics: dict[tuple[str, str], Function] = {}
+        self.by_key: dict[str, Function] = {}
+        self.prototypes: dict[str, tuple[Param, ...]] = {}
+        self.struct_fields: dict[str, dict[str, TypeRef]] = defaultdict(dict)
+        self.macro_aliases: dict[str, str] = {}
+        self.fnptr_fields: dict[str, set[str]] = defaultdict(set)
+        self.address_taken: set[str] = set()
+        self.exported: set[str] = set()
+        for f in [*self.context.values(), *self.files.values()]:
+            self._add(f)
+        self._callers: dict[str, list[CallSite]] | None = None
+        self._callees: dict[str, list[tuple[CallSite, list[Function]]]] = {}
+
+    def _add(self, f: FileIR) -> None:
+        for fn in f.functions:
+            if fn.static:
+                self.statics[(f.path, fn.name)] = fn
+            else:
+                self.globals[fn.name].append(fn)
+            self.by_key[fn.key] = fn
+            self.prototypes.setdefault(fn.name, fn.params)
+        for name, params in f.prototypes.items():
+            self.prototypes.setdefault(name, params)
+        for struct, fields in f.struct_fields.items():
+            self.struct_fields[struct].update(fields)
+        self.macro_aliases.update(f.macro_aliases)
+        self.exported |= f.exports
+        for store in f.fnptr_stores:
+            self.fnptr_fields[store.field].add(store.func)
+            self.address_taken.add(store.func)
+
+    def functions(self) -> list[Function]:
+        """Functions of the scanned files, in file and line order."""
+        return [fn for path in sorted(self.files) for fn in self.files[path].functions]
+
+    def canonical(self, name: str) -> str:
+        """Follow simple macro aliases: ``page_cache_get`` -> ``get_page`` in <=4.4 trees."""
+        seen = {name}
+        while name in self.macro_aliases and self.macro_aliases[name] not in seen:
+            name = self.macro_aliases[name]
+            seen.add(name)
+        return name
+
+    def definitions(self, name: str, path: str | None = None) -> list[Function]:
+        if path is not None and (path, name) in self.statics:
+            return [self.statics[(path, name)]]
+        found = self.globals.get(name)
+        if found:
+            return found
+        # A static inline from a header included by the caller.
+        return [fn for (p, n), fn in self.statics.items() if n == name and p.endswith(".h")]
+
+    def resolve(self, caller: Function, call: Call) -> list[Function]:
+        if call.callee is None:
+            return []
+        if call.indirect:
+            names = sorted(self.fnptr_fields.get(call.callee, ()))
+            if not names:
+                names = [call.callee] if call.callee in self.globals else []
+            return [d for n in names for d in self.definitions(n, caller.path)]
+        return self.definitions(call.callee, caller.path)
+
+    def callees(self, fn: Function) -> list[tuple[CallSite, list[Function]]]:
+        if fn.key not in self._callees:
+            self._callees[fn.key] = [
+                (CallSite(fn, n, c), self.resolve(fn, c)) for n, c in fn.calls()
+            ]
+        return self._callees[fn.key]
+
+    def callers(self, fn: Function) -> list[CallSite]:
+        if self._callers is None:
+            callers: dict[str, list[CallSite]] = defaultdict(list)
+            for caller in [*self.functions(), *self._context_functions()]:
+                for site, targets in self.callees(caller):
+                    for t in targets:
+                        callers[t.key].append(site)
+            self._callers = callers
+        return self._callers.get(fn.key, [])
+
+    def _context_functions(self) -> list[Function]:
+        return [fn for p in sorted(self.context) for fn in self.context[p].functions]
+
+    def may_have_unknown_callers(self, fn: Function) -> bool:
+        """True when callers outside the model may exist: exported, address-taken, or a
+        global function with no caller at all among the scanned files."""
+        if fn.name in self.exported or fn.name in self.address_taken:
+            return True
+        return not fn.static and not self.callers(fn)
+
+    def field_type(self, struct: str | None, field: str) -> TypeRef | None:
+        if struct is None:
+            return None
+        return self.struct_fields.get(struct, {}).get(field)

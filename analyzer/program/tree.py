@@ -1,0 +1,117 @@
+"""A kernel source tree: which files a run reads, and where the tree defines a name."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# Where definitions of primitives and prototypes of kernel APIs live, searched in order.
+# (directory, recursive, pattern)
+_DEFINITION_DIRS = (
+    ("include/linux", True, "*.h"),
+    ("include/asm-generic", False, "*.h"),
+    ("include", False, "*.h"),
+    ("mm", False, "*.[ch]"),
+    ("arch/x86/include", True, "*.h"),
+)
+
+
+class TreeError(Exception):
+    """The tree or a requested path is unusable; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    files: tuple[str, ...]  # .c files to analyze, relative to the tree, sorted
+    problems: tuple[str, ...]  # requested paths that are not C sources, one line each
+
+
+def _inside(root: Path, p: Path) -> bool:
+    try:
+        p.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def discover(tree: Path, paths: list[str]) -> Discovery:
+    """The .c files under `paths` (files or directories, relative to `tree`). Symbolic links
+    that lead outside the tree are not followed."""
+    if not tree.is_dir():
+        raise TreeError(f"{tree}: not a directory (expected a kernel source tree)")
+    root = tree.resolve()
+    files: set[str] = set()
+    problems: list[str] = []
+    for rel in paths:
+        p = tree / rel
+        if not p.exists():
+            problems.append(f"{rel}: no such file or directory in {tree}")
+        elif not _inside(root, p):
+            problems.append(f"{rel}: leads outside the tree; not followed")
+        elif p.is_dir():
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if _inside(root, Path(dirpath) / d))
+                for name in filenames:
+                    f = Path(dirpath) / name
+                    if name.endswith(".c") and f.is_file() and _inside(root, f):
+                        files.add(f.resolve().relative_to(root).as_posix())
+        elif p.suffix in (".c", ".h"):
+            files.add(p.resolve().relative_to(root).as_posix())
+        else:
+            problems.append(f"{rel}: not a C source file")
+    return Discovery(tuple(sorted(files)), tuple(problems))
+
+
+class DefinitionIndex:
+    """Finds the files of a tree that define (or declare) a name, reading them lazily."""
+
+    def __init__(self, tree: Path) -> None:
+        self.tree = tree
+        self._texts: dict[str, bytes] | None = None
+
+    def _load(self) -> dict[str, bytes]:
+        if self._texts is None:
+            texts: dict[str, bytes] = {}
+            for d, recursive, pattern in _DEFINITION_DIRS:
+                base = self.tree / d
+                if not base.is_dir():
+                    continue
+                for f in sorted(base.rglob(pattern) if recursive else base.glob(pattern)):
+                    rel = f.relative_to(self.tree).as_posix()
+                    if rel not in texts and f.is_file():
+                        try:
+                            texts[rel] = f.read_bytes()
+                        except OSError:
+                            continue
+            self._texts = texts
+        return self._texts
+
+    def files_defining(self, names: set[str]) -> list[str]:
+        """Files with a definition, macro or prototype of any of `names`."""
+        if not names:
+            return []
+        alt = b"|".join(re.escape(n.encode()) for n in sorted(names))
+        pattern = re.compile(
+            rb"(?:^[ \t]*#[ \t]*define[ \t]+(?:" + alt + rb")\b"
+            rb"|\b(?:" + alt + rb")[ \t]*\([^;{}]*\)[^;{}]*[;{])",
+            re.M,
+        )
+        return [rel for rel, text in self._load().items() if pattern.search(text)]
+
+
+_VERSION_RE = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d+)", re.M)
+
+
+def kernel_version(tree: Path) -> str | None:
+    """The version the tree's top Makefile declares, e.g. "6.1.0"; for the report only:
+    the analysis reads the tree's code, not its version number."""
+    try:
+        text = (tree / "Makefile").read_text(errors="replace")[:2000]
+    except OSError:
+        return None
+    parts = dict(_VERSION_RE.findall(text))
+    if "VERSION" not in parts:
+        return None
+    return f"{parts['VERSION']}.{parts.get('PATCHLEVEL', '0')}.{parts.get('SUBLEVEL', '0')}"

@@ -1,0 +1,56 @@
+"""gcc-style text: one `path:line:col: warning: message [rule]` line per finding, its trace
+as indented `note:` lines, then a short summary of the run."""
+
+from __future__ import annotations
+
+from analyzer.model import RunResult, TraceStep
+
+
+def _note(step: TraceStep) -> str:
+    loc = step.location
+    locks = f" [held: {', '.join(step.locks)}]" if step.locks else ""
+    return f"  {loc.path}:{loc.line}:{loc.column}: note: {step.note}{locks}"
+
+
+def model_line(result: RunResult) -> str:
+    m = result.refcount_model
+    if m.source == "default":
+        where = "no get_page() definition in the tree; default assumed, see --refcount-model"
+    elif m.source == "override":
+        where = "set with --refcount-model"
+    else:
+        first = m.evidence[0].location
+        where = f"read from get_page() at {first.path}:{first.line}"
+    return f"refcount model: {m.name}: {m.summary} ({where})"
+
+
+def summary_lines(result: RunResult) -> list[str]:
+    cov = result.coverage
+    lines = [model_line(result)]
+    for o in result.outcomes:
+        lines.append(f"{o.rule_id}: {o.reported} reported, {o.checked} reference site(s) checked")
+        if o.reported == 0 and o.note:
+            lines.append(f"{o.rule_id}: {o.note}")
+    lines.append(
+        f"coverage: {cov.seen} functions in {len(cov.files)} files: {cov.clean} clean,"
+        f" {cov.recovered} recovered from parse errors, {cov.skipped} skipped"
+        f" ({100 * cov.lowered_ratio:.2f}% lowered)"
+    )
+    for f in cov.files:
+        for s in f.skipped:
+            lines.append(f"not analyzed: {s.path}:{s.line}: {s.name}: {s.reason}")
+    for d in result.diagnostics:
+        lines.append(f"not parsed: {d}")
+    return lines
+
+
+def render_text(result: RunResult) -> str:
+    out: list[str] = []
+    for f in result.findings:
+        loc = f.location
+        out.append(
+            f"{loc.path}:{loc.line}:{loc.column}: {f.severity.value}: {f.message} [{f.rule_id}]"
+        )
+        out.extend(_note(s) for s in f.trace)
+    out.extend(f"krefaudit: {line}" for line in summary_lines(result))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,192 @@
+"""tail-ref-race: a reference on a GUP page not serialized against a THP split.
+
+The candidates come from the provenance analysis (reference primitives called on values
+that may hold a GUP page); each is then judged by the tree's refcount model and by the
+locks held on every path to the call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from analyzer.dataflow.locks import CALLER, GUARD_CLASSES, Lock, LockAnalysis, lock_name
+from analyzer.dataflow.provenance import RefSite
+from analyzer.ir import Call, Function, Kind, render
+from analyzer.model import Finding, Location, ModelEvidence, RuleOutcome, TraceStep, fingerprint
+from analyzer.program.model import Program
+from analyzer.rules.loader import KernelApi, Rule
+
+_GUARD_WORDS = {"pt": "page-table lock", "compound": "compound_lock", "irq": "IRQs off"}
+
+
+def describe_locks(held: frozenset[Lock]) -> tuple[str, ...]:
+    return tuple(sorted(f"{cls}:{name}" for cls, name in held))
+
+
+class TailRefRace:
+    def __init__(
+        self,
+        rule: Rule,
+        program: Program,
+        api: KernelApi,
+        locks: LockAnalysis,
+        model: ModelEvidence,
+    ) -> None:
+        self.rule = rule
+        self.program = program
+        self.api = api
+        self.locks = locks
+        self.model = model
+        self.spec = api.refs.models[model.name]
+
+    def check(self, sites: list[RefSite]) -> tuple[list[Finding], RuleOutcome]:
+        sites = [s for s in sites if s.sink in self.rule.sinks]
+        if not self.spec.tail_race:
+            note = (
+                f"not applicable: refcount model {self.model.name} ({self.model.summary});"
+                f" {len(sites)} reference site(s) on GUP pages checked"
+            )
+            return [], RuleOutcome(self.rule.id, len(sites), 0, note)
+        findings = [f for s in sites if (f := self._judge(s)) is not None]
+        note = f"refcount model {self.model.name}: {self.model.summary}"
+        return findings, RuleOutcome(self.rule.id, len(sites), len(findings), note)
+
+    def _serializes(self, sink: str) -> bool:
+        canonical = self.program.canonical(sink)
+        never = self.api.refs.never_serializes
+        return self.spec.serializes and sink not in never and canonical not in never
+
+    def _guarded(self, site: RefSite, held: frozenset[Lock]) -> bool:
+        page = lock_name(site.page)
+        heads = self._head_aliases(site.function, page)
+        for cls, name in held:
+            if cls not in self.rule.guards:
+                continue
+            if cls != "compound":
+                return True
+            # compound_lock must be on this page or its head (or be known only by class).
+            if name in heads or name == CALLER or name.endswith("()"):
+                return True
+        return False
+
+    def _head_aliases(self, fn: Function, page: str) -> set[str]:
+        names = {page}
+        for head_fn in self.api.gup.head_of:
+            names.add(f"{head_fn}({page})")
+        for ins in fn.cfg.instrs:
+            rhs = ins.rhs
+            if (
+                ins.kind is Kind.ASSIGN
+                and isinstance(rhs, Call)
+                and rhs.callee in self.api.gup.head_of
+                and rhs.args
+                and lock_name(rhs.args[0]) == page
+                and ins.lhs is not None
+            ):
+                names.add(render(ins.lhs))
+        return names
+
+    def _judge(self, site: RefSite) -> Finding | None:
+        if self._serializes(site.sink):
+            return None
+        held = self.locks.held_at(site.function, site.node)
+        if self._guarded(site, held):
+            return None
+        fn = site.function
+        loc = site.call.loc
+        steps = [self._with_locks(s) for s in site.origin.steps]
+        page = render(site.page)
+        held_text = ", ".join(describe_locks(held)) or "none"
+        steps.append(
+            TraceStep(
+                Location(fn.path, loc.line, loc.col),
+                fn.name,
+                f"{site.sink}({page}) takes a reference; locks held on every path: {held_text};"
+                " no page-table lock, compound_lock or IRQ-off region covers it",
+                describe_locks(held),
+            )
+        )
+        released = self._nearest_release(fn, site.node)
+        if released is not None:
+            steps.append(released)
+        unlocked = self._unlocked_caller(fn)
+        if unlocked is not None:
+            steps.append(unlocked)
+        steps.extend(self.model.evidence[-1:])
+        message = self.rule.message.format(sink=site.sink, source=site.origin.source)
+        return Finding(
+            rule_id=self.rule.id,
+            severity=self.rule.severity,
+            confidence=self.rule.confidence,
+            message=message,
+            location=Location(fn.path, loc.line, loc.col),
+            function=fn.name,
+            trace=tuple(steps),
+            fingerprint=fingerprint(
+                self.rule.id, fn.path, fn.name, render(site.call), site.origin.source
+            ),
+        )
+
+    def _with_locks(self, step: TraceStep) -> TraceStep:
+        fn = self._function_at(step)
+        if fn is None:
+            return step
+        for n, ins in enumerate(fn.cfg.instrs):
+            if ins.loc.line == step.location.line and ins.kind not in (Kind.ENTRY, Kind.EXIT):
+                held = self.locks.held_at(fn, n)
+                return TraceStep(step.location, step.function, step.note, describe_locks(held))
+        return step
+
+    def _function_at(self, step: TraceStep) -> Function | None:
+        f = self.program.files.get(step.location.path) or self.program.context.get(
+            step.location.path
+        )
+        if f is None:
+            return None
+        for fn in f.functions:
+            if fn.name == step.function and fn.loc.line <= step.location.line <= fn.end_line:
+                return fn
+        return None
+
+    def _nearest_release(self, fn: Function, node: int) -> TraceStep | None:
+        """The closest point before `node` where a guard lock is released, if any."""
+        seen = {node}
+        queue = deque(p for p, _ in fn.cfg.preds(node))
+        while queue:
+            n = queue.popleft()
+            if n in seen:
+                continue
+            seen.add(n)
+            ins = fn.cfg.instrs[n]
+            for call in ins.calls:
+                spec = self.locks.spec(call)
+                if spec is None or spec.release is None or spec.release >= len(call.args):
+                    continue
+                name = lock_name(call.args[spec.release])
+                cls = self.locks.classify(fn, name, spec)
+                if cls in GUARD_CLASSES:
+                    return TraceStep(
+                        Location(fn.path, call.loc.line, call.loc.col),
+                        fn.name,
+                        f"the {_GUARD_WORDS[cls]} {name} was released here by {call.callee}()",
+                        describe_locks(self.locks.held_at(fn, n)),
+                    )
+            queue.extend(p for p, _ in fn.cfg.preds(n))
+        return None
+
+    def _unlocked_caller(self, fn: Function) -> TraceStep | None:
+        """A caller that calls `fn` without any guard, when `fn` has known callers."""
+        if self.program.may_have_unknown_callers(fn):
+            return None
+        for site in self.program.callers(fn):
+            held = self.locks.held_at(site.caller, site.node)
+            if not any(cls in self.rule.guards for cls, _ in held):
+                loc = site.call.loc
+                return TraceStep(
+                    Location(site.caller.path, loc.line, loc.col),
+                    site.caller.name,
+                    f"{site.caller.name}() calls {fn.name}() with no page-table lock,"
+                    " compound_lock or IRQ-off region held",
+                    describe_locks(held),
+                )
+        return None
