@@ -65,6 +65,8 @@ def _better(a: Origin | None, b: Origin | None) -> Origin | None:
 
 
 State = dict[str, Origin]
+# Facts about global variables share the field table under this pseudo struct name.
+GLOBAL = "<global>"
 FieldKey = tuple[str | None, str, bool]  # (struct or type name, field, element?)
 
 
@@ -265,11 +267,17 @@ class Provenance:
     # ---------------------------------------------------------------- values
     def value(self, fn: Function, e: Expr, state: State, loc: Loc) -> Origin | None:
         match e:
-            case Name(id=i):
+            case Name(id=i) if i in fn.locals:
                 return state.get(i)
+            case Name(id=i):
+                o = self.fields.get((GLOBAL, i, False))
+                if o is None:
+                    return None
+                return o.then(self._step(fn, loc, f"page read back from global {i}"))
             case Index(base=b) | Deref(operand=b):
                 o = self.elem(fn, b, state)
-                if o is None or not isinstance(b, Field):
+                loaded = isinstance(b, Field) or (isinstance(b, Name) and b.id not in fn.locals)
+                if o is None or not loaded:
                     return o
                 return o.then(self._step(fn, loc, f"page read back from {render(e)}"))
             case Field(base=b, name=f):
@@ -312,8 +320,10 @@ class Provenance:
 
     def elem(self, fn: Function, e: Expr, state: State) -> Origin | None:
         match e:
-            case Name(id=i):
+            case Name(id=i) if i in fn.locals:
                 return state.get(i + "[]")
+            case Name(id=i):
+                return self.fields.get((GLOBAL, i, True))
             case Field(base=b, name=f):
                 return self._field(fn, b, f, True)
             case AddrOf(operand=Index(base=b)):
@@ -359,6 +369,11 @@ class Provenance:
         loc: Loc,
     ) -> None:
         match lhs:
+            case Name(id=i) if i not in fn.locals:
+                for is_elem, o in ((False, val), (True, elem)):
+                    if o is not None:
+                        step = self._step(fn, loc, f"stored into global {i}")
+                        self._fact(self.fields, (GLOBAL, i, is_elem), o.then(step), ("field", i))
             case Name(id=i):
                 for key, o in ((i, val), (i + "[]", elem)):
                     if o is None:
@@ -378,6 +393,9 @@ class Provenance:
 
     def _store_elem(self, fn: Function, base: Expr, origin: Origin, new: State, loc: Loc) -> None:
         match base:
+            case Name(id=i) if i not in fn.locals:
+                step = self._step(fn, loc, f"stored into global {i}[]")
+                self._fact(self.fields, (GLOBAL, i, True), origin.then(step), ("field", i))
             case Name(id=i):
                 new[i + "[]"] = _better(new.get(i + "[]"), origin)  # type: ignore[assignment]
                 for k, p in enumerate(fn.params):
@@ -410,11 +428,15 @@ def _join(states: Sequence[State]) -> State:
 
 
 def _fields_in(e: Expr | None) -> set[str]:
+    """Field names and variable names read or written in an expression (a variable may
+    be a global whose facts live in the field table)."""
     found: set[str] = set()
     stack = [e] if e is not None else []
     while stack:
         x = stack.pop()
         match x:
+            case Name(id=i):
+                found.add(i)
             case Field(base=b, name=f):
                 found.add(f)
                 stack.append(b)

@@ -376,7 +376,9 @@ class _FunctionLowering:
 
     def s_expression_statement(self, n: Node) -> None:
         for c in n.named_children:
-            if c.type != "comment":
+            if c.type == "gnu_asm_expression":
+                self.asm(c)
+            elif c.type != "comment":
                 self.eval(self.expr(c), _loc(c))
         if any(c.is_missing for c in n.children):
             self.b.errors += 1
@@ -535,9 +537,6 @@ class _FunctionLowering:
         for c in n.named_children:
             if c != n.child_by_field_name("value"):
                 self.stmt(c)
-
-    def s_gnu_asm_expression(self, n: Node) -> None:
-        self.asm(n)
 
     def asm(self, n: Node) -> None:
         """``asm goto``: control may continue or jump to any listed label."""

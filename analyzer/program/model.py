@@ -31,11 +31,13 @@ class Program:
         self.context = {f.path: f for f in context or []}
         self.globals: dict[str, list[Function]] = defaultdict(list)
         self.statics: dict[tuple[str, str], Function] = {}
+        self.header_statics: dict[str, list[Function]] = defaultdict(list)
         self.by_key: dict[str, Function] = {}
         self.prototypes: dict[str, tuple[Param, ...]] = {}
         self.struct_fields: dict[str, dict[str, TypeRef]] = defaultdict(dict)
         self.macro_aliases: dict[str, str] = {}
-        self.fnptr_fields: dict[str, set[str]] = defaultdict(set)
+        # field name -> (file storing the address, function name)
+        self.fnptr_fields: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self.address_taken: set[str] = set()
         self.exported: set[str] = set()
         for f in [*self.context.values(), *self.files.values()]:
@@ -47,6 +49,8 @@ class Program:
         for fn in f.functions:
             if fn.static:
                 self.statics[(f.path, fn.name)] = fn
+                if f.path.endswith(".h"):
+                    self.header_statics[fn.name].append(fn)
             else:
                 self.globals[fn.name].append(fn)
             self.by_key[fn.key] = fn
@@ -58,7 +62,7 @@ class Program:
         self.macro_aliases.update(f.macro_aliases)
         self.exported |= f.exports
         for store in f.fnptr_stores:
-            self.fnptr_fields[store.field].add(store.func)
+            self.fnptr_fields[store.field].add((f.path, store.func))
             self.address_taken.add(store.func)
 
     def functions(self) -> list[Function]:
@@ -80,16 +84,17 @@ class Program:
         if found:
             return found
         # A static inline from a header included by the caller.
-        return [fn for (p, n), fn in self.statics.items() if n == name and p.endswith(".h")]
+        return self.header_statics.get(name, [])
 
     def resolve(self, caller: Function, call: Call) -> list[Function]:
         if call.callee is None:
             return []
         if call.indirect:
-            names = sorted(self.fnptr_fields.get(call.callee, ()))
-            if not names:
-                names = [call.callee] if call.callee in self.globals else []
-            return [d for n in names for d in self.definitions(n, caller.path)]
+            stored = sorted(self.fnptr_fields.get(call.callee, ()))
+            if not stored and call.callee in self.globals:
+                stored = [(caller.path, call.callee)]  # (*fn)(x) with fn a function
+            found = {d.key: d for path, n in stored for d in self.definitions(n, path)}
+            return [found[k] for k in sorted(found)]
         return self.definitions(call.callee, caller.path)
 
     def callees(self, fn: Function) -> list[tuple[CallSite, list[Function]]]:

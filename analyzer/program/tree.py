@@ -98,7 +98,12 @@ class DefinitionIndex:
             rb"|\b(?:" + alt + rb")[ \t]*\([^;{}]*\)[^;{}]*[;{])",
             re.M,
         )
-        return [rel for rel, text in self._load().items() if pattern.search(text)]
+        needles = [n.encode() for n in names]
+        return [
+            rel
+            for rel, text in self._load().items()
+            if any(n in text for n in needles) and pattern.search(text)
+        ]
 
 
 _VERSION_RE = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d+)", re.M)

@@ -109,9 +109,9 @@ class TailRefRace:
         released = self._nearest_release(fn, site.node)
         if released is not None:
             steps.append(released)
-        unlocked = self._unlocked_caller(fn)
-        if unlocked is not None:
-            steps.append(unlocked)
+        context = self._entry_context(fn)
+        if context is not None:
+            steps.append(context)
         steps.extend(self.model.evidence[-1:])
         message = self.rule.message.format(sink=site.sink, source=site.origin.source)
         return Finding(
@@ -174,10 +174,21 @@ class TailRefRace:
             queue.extend(p for p, _ in fn.cfg.preds(n))
         return None
 
-    def _unlocked_caller(self, fn: Function) -> TraceStep | None:
-        """A caller that calls `fn` without any guard, when `fn` has known callers."""
+    def _entry_context(self, fn: Function) -> TraceStep | None:
+        """Why nothing is held on entry to `fn`: a caller that holds no guard, or callers
+        that cannot all be known."""
         if self.program.may_have_unknown_callers(fn):
-            return None
+            if fn.name in self.program.exported:
+                why = "it is exported, so any module may call it"
+            elif fn.name in self.program.address_taken:
+                why = "its address is stored in a function pointer"
+            else:
+                why = "it is not static and has no caller among the scanned files"
+            return TraceStep(
+                Location(fn.path, fn.loc.line, fn.loc.col),
+                fn.name,
+                f"no lock is assumed held on entry to {fn.name}(): {why}",
+            )
         for site in self.program.callers(fn):
             held = self.locks.held_at(site.caller, site.node)
             if not any(cls in self.rule.guards for cls, _ in held):

@@ -1,0 +1,59 @@
+"""Every fixture reports exactly the findings it marks: each missing and each extra finding
+fails with its file and line."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from analyzer.engine import scan
+from analyzer.model import RunResult
+from tests.fixture_markers import FIXTURES, fixture_trees, markers
+
+TREES = fixture_trees()
+CASES = [(root, rel) for root, rels in TREES.items() for rel in rels]
+
+
+@lru_cache(maxsize=None)
+def _scan(root: Path) -> RunResult:
+    return scan(root, TREES[root])
+
+
+def _id(case: tuple[Path, str]) -> str:
+    root, rel = case
+    return (root / rel).relative_to(FIXTURES).as_posix()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_fixture(case: tuple[Path, str]) -> None:
+    root, rel = case
+    result = _scan(root)
+    assert not result.diagnostics, result.diagnostics
+    found = {(f.location.line, f.rule_id): f for f in result.findings if f.location.path == rel}
+    marks = markers(root / rel)
+    assert marks, f"{rel}: a fixture must mark what it expects (expect:/ok:/todo-expect:)"
+    expected = {(m.line, m.rule) for m in marks if m.kind == "expect"}
+    todo = {(m.line, m.rule) for m in marks if m.kind == "todo-expect"}
+    missing = sorted(expected - found.keys())
+    noisy = sorted(found.keys() - expected - todo)
+    problems = [f"missing: {rel}:{line}: {rule}" for line, rule in missing]
+    problems += [
+        f"noisy: {rel}:{line}: {rule}: {found[(line, rule)].message}" for line, rule in noisy
+    ]
+    promoted = sorted(todo & found.keys())
+    problems += [f"now reported, make it expect: {rel}:{line}: {rule}" for line, rule in promoted]
+    assert not problems, "\n".join(problems)
+    if todo:
+        pytest.xfail("known misses: " + ", ".join(f"{rel}:{ln} {r}" for ln, r in sorted(todo)))
+
+
+def test_every_finding_has_a_trace_from_its_source() -> None:
+    for root in TREES:
+        for f in _scan(root).findings:
+            assert f.trace, f
+            assert "stores referenced user pages" in f.trace[0].note or "returns a page" in (
+                f.trace[0].note
+            ), f.trace[0]
+            assert any(s.location == f.location for s in f.trace), f

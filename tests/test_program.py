@@ -1,0 +1,80 @@
+"""Call-graph resolution across files: statics per file, globals, function pointers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from analyzer.engine import parse_paths
+from analyzer.program.model import Program
+from analyzer.report.callgraph import edges, render_dot
+
+
+def program(tmp_path: Path, files: dict[str, str]) -> Program:
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    parsed = parse_paths(tmp_path, sorted(files))
+    assert not parsed.diagnostics
+    return Program(parsed.files)
+
+
+def targets(p: Program, caller_key: str) -> dict[str, list[str]]:
+    fn = p.by_key[caller_key]
+    return {s.call.callee or "?": sorted(t.key for t in ts) for s, ts in p.callees(fn)}
+
+
+def test_static_functions_resolve_within_their_file(tmp_path: Path) -> None:
+    p = program(
+        tmp_path,
+        {
+            "a.c": "static int helper(void) { return 1; }\nint a_entry(void) { return helper(); }\n",
+            "b.c": "static int helper(void) { return 2; }\nint b_entry(void) { return helper(); }\n",
+            "c.c": "int helper2(void);\nint c_entry(void) { return helper2() + a_entry(); }\n",
+            "d.c": "int helper2(void) { return 3; }\n",
+        },
+    )
+    assert targets(p, "a_entry") == {"helper": ["a.c:helper"]}
+    assert targets(p, "b_entry") == {"helper": ["b.c:helper"]}
+    assert targets(p, "c_entry") == {"helper2": ["helper2"], "a_entry": ["a_entry"]}
+    assert [s.caller.key for s in p.callers(p.by_key["a.c:helper"])] == ["a_entry"]
+
+
+def test_function_pointers_from_initializers_and_assignments(tmp_path: Path) -> None:
+    p = program(
+        tmp_path,
+        {
+            "ops.c": (
+                "static int my_fault(struct vm_fault *vmf) { return 0; }\n"
+                "static int my_open(struct vm_area_struct *vma) { return 0; }\n"
+                "static const struct vm_operations_struct my_ops = {\n"
+                "\t.fault = my_fault,\n\t.open = &my_open,\n};\n"
+                "void setup(struct foo *f) { f->release = my_release; }\n"
+            ),
+            "rel.c": "int my_release(struct foo *f) { return 0; }\n",
+            "mem.c": (
+                "int handle(struct vm_fault *vmf) {\n"
+                "\tvmf->vma->vm_ops->open(vmf->vma);\n"
+                "\treturn vmf->vma->vm_ops->fault(vmf);\n}\n"
+                "void drop(struct foo *f) { f->release(f); }\n"
+            ),
+        },
+    )
+    assert targets(p, "handle") == {"open": ["ops.c:my_open"], "fault": ["ops.c:my_fault"]}
+    assert targets(p, "drop") == {"release": ["my_release"]}
+    assert p.may_have_unknown_callers(p.by_key["ops.c:my_fault"])  # address taken
+    dot = render_dot(edges(p, None))
+    assert '"handle" -> "ops.c:my_fault"' in dot and "style=dashed" in dot
+
+
+def test_exported_and_uncalled_globals_have_unknown_callers(tmp_path: Path) -> None:
+    p = program(
+        tmp_path,
+        {
+            "x.c": (
+                "static void s(void) { }\nvoid g(void) { s(); }\nvoid e(void) { }\n"
+                "EXPORT_SYMBOL(e);\nvoid called(void) { }\nvoid k(void) { called(); }\n"
+            ),
+        },
+    )
+    unknown = {k: p.may_have_unknown_callers(fn) for k, fn in p.by_key.items()}
+    assert unknown == {"x.c:s": False, "g": True, "e": True, "called": False, "k": True}
