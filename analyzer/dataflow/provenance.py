@@ -82,6 +82,17 @@ class RefSite:
     origin: Origin
 
 
+def holds_page(t: TypeRef | None, elem: bool) -> bool:
+    """Whether a place of type `t` can hold a page pointer (`elem`: an array of them).
+    Unknown types are given the benefit of the doubt; `void *` parameters are not: they
+    are where page arrays go to generic memory functions (kfree, memcpy)."""
+    if t is None:
+        return True
+    if t.struct == "page":
+        return t.ptr >= 2 if elem else t.ptr == 1
+    return False
+
+
 def type_name(t: TypeRef | None) -> str | None:
     if t is None:
         return None
@@ -191,7 +202,7 @@ class Provenance:
             self._call(fn, n, i, call, state, new)
         if ins.kind is Kind.ASSIGN and ins.lhs is not None and ins.rhs is not None:
             val = self.value(fn, ins.rhs, state, ins.loc)
-            elem = self.elem(fn, ins.rhs, state)
+            elem = self.elem(fn, ins.rhs, state, ins.loc)
             self._store(fn, ins.lhs, val, elem, new, ins.loc)
         elif ins.kind is Kind.RETURN and ins.rhs is not None:
             val = self.value(fn, ins.rhs, state, ins.loc)
@@ -235,9 +246,9 @@ class Provenance:
                 pname = target.params[i].name or f"#{i}"
                 for elem, origin in (
                     (False, self.value(fn, arg, state, call.loc)),
-                    (True, self.elem(fn, arg, state)),
+                    (True, self.elem(fn, arg, state, call.loc)),
                 ):
-                    if origin is None:
+                    if origin is None or not holds_page(target.params[i].type, elem):
                         continue
                     what = f"{render(arg)} passed to {target.name}() as {pname}"
                     step = self._step(fn, call.loc, what)
@@ -275,7 +286,7 @@ class Provenance:
                     return None
                 return o.then(self._step(fn, loc, f"page read back from global {i}"))
             case Index(base=b) | Deref(operand=b):
-                o = self.elem(fn, b, state)
+                o = self.elem(fn, b, state, loc)
                 loaded = isinstance(b, Field) or (isinstance(b, Name) and b.id not in fn.locals)
                 if o is None or not loaded:
                     return o
@@ -318,7 +329,7 @@ class Provenance:
                 best = _better(best, o.then(step))
         return best
 
-    def elem(self, fn: Function, e: Expr, state: State) -> Origin | None:
+    def elem(self, fn: Function, e: Expr, state: State, loc: Loc) -> Origin | None:
         match e:
             case Name(id=i) if i in fn.locals:
                 return state.get(i + "[]")
@@ -327,11 +338,11 @@ class Provenance:
             case Field(base=b, name=f):
                 return self._field(fn, b, f, True)
             case AddrOf(operand=Index(base=b)):
-                return self.elem(fn, b, state)
+                return self.elem(fn, b, state, loc)
             case AddrOf(operand=x):
-                return self.value(fn, x, state, Loc(0, 0))
+                return self.value(fn, x, state, loc)
             case Op(op=op, operands=ops) if op in ("cast", "+", "-") and ops:
-                return self.elem(fn, ops[0], state)
+                return self.elem(fn, ops[0], state, loc)
         return None
 
     def _type(self, fn: Function, e: Expr) -> TypeRef | None:
@@ -349,14 +360,10 @@ class Provenance:
         return None
 
     def _field(self, fn: Function, base: Expr, f: str, elem: bool) -> Origin | None:
-        tname = type_name(self._type(fn, base))
-        if tname is not None:
-            return _better(self.fields.get((tname, f, elem)), self.fields.get((None, f, elem)))
-        best: Origin | None = None
-        for (_struct, name, el), o in self.fields.items():
-            if name == f and el == elem:
-                best = _better(best, o)
-        return best
+        """Field facts are keyed by the base's struct type; bases whose type is unknown
+        share one bucket per field name (so `x->page` with x's type unknown does not
+        match every `->page` field of the kernel)."""
+        return self.fields.get((type_name(self._type(fn, base)), f, elem))
 
     # ---------------------------------------------------------------- stores
     def _store(
@@ -375,7 +382,9 @@ class Provenance:
                         step = self._step(fn, loc, f"stored into global {i}")
                         self._fact(self.fields, (GLOBAL, i, is_elem), o.then(step), ("field", i))
             case Name(id=i):
-                for key, o in ((i, val), (i + "[]", elem)):
+                t = fn.locals.get(i)
+                for key, o in ((i, val if holds_page(t, False) else None),
+                               (i + "[]", elem if holds_page(t, True) else None)):
                     if o is None:
                         new.pop(key, None)
                     else:
@@ -385,8 +394,9 @@ class Provenance:
                     self._store_elem(fn, b, val, new, loc)
             case Field(base=b, name=f):
                 tname = type_name(self._type(fn, b))
+                ftype = self.program.field_type(tname, f)
                 for is_elem, o in ((False, val), (True, elem)):
-                    if o is not None:
+                    if o is not None and holds_page(ftype, is_elem):
                         what = f"stored into {render(lhs)}{'[]' if is_elem else ''}"
                         step = self._step(fn, loc, what)
                         self._fact(self.fields, (tname, f, is_elem), o.then(step), ("field", f))
@@ -404,6 +414,8 @@ class Provenance:
                         self._fact(self.outs, (fn.key, k), origin.then(step), ("out", fn.key))
             case Field(base=b, name=f):
                 tname = type_name(self._type(fn, b))
+                if not holds_page(self.program.field_type(tname, f), True):
+                    return
                 step = self._step(fn, loc, f"stored into {render(base)}[]")
                 self._fact(self.fields, (tname, f, True), origin.then(step), ("field", f))
             case AddrOf(operand=Index(base=b)):

@@ -24,7 +24,7 @@ class TreeError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Discovery:
-    files: tuple[str, ...]  # .c files to analyze, relative to the tree, sorted
+    files: tuple[str, ...]  # .c and .h files to analyze, relative to the tree, sorted
     problems: tuple[str, ...]  # requested paths that are not C sources, one line each
 
 
@@ -37,8 +37,9 @@ def _inside(root: Path, p: Path) -> bool:
 
 
 def discover(tree: Path, paths: list[str]) -> Discovery:
-    """The .c files under `paths` (files or directories, relative to `tree`). Symbolic links
-    that lead outside the tree are not followed."""
+    """The .c and .h files under `paths` (files or directories, relative to `tree`): a
+    subsystem's headers hold its struct definitions and static inline functions. Symbolic
+    links that lead outside the tree are not followed."""
     if not tree.is_dir():
         raise TreeError(f"{tree}: not a directory (expected a kernel source tree)")
     root = tree.resolve()
@@ -55,7 +56,7 @@ def discover(tree: Path, paths: list[str]) -> Discovery:
                 dirnames[:] = sorted(d for d in dirnames if _inside(root, Path(dirpath) / d))
                 for name in filenames:
                     f = Path(dirpath) / name
-                    if name.endswith(".c") and f.is_file() and _inside(root, f):
+                    if name.endswith((".c", ".h")) and f.is_file() and _inside(root, f):
                         files.add(f.resolve().relative_to(root).as_posix())
         elif p.suffix in (".c", ".h"):
             files.add(p.resolve().relative_to(root).as_posix())
