@@ -1,0 +1,53 @@
+"""Real kernel trees for end-to-end tests: unpacked at test time from the Debian packages
+linux-source-6.1 and linux-source-6.12 (tarballs under /usr/src), never committed.
+
+KREFAUDIT_TREE_6_1 / KREFAUDIT_TREE_6_12 point at an unpacked tree to use instead.
+Without a tree the real-tree tests are skipped, unless KREFAUDIT_REQUIRE_REAL_TREES=1
+(set by .ci/run), where a missing tree is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+# The parts of the tarball the tests read.
+_MEMBERS = ("mm", "fs", "include", "arch/x86/include", "arch/x86/mm", "io_uring", "Makefile")
+_CACHE = Path(os.environ.get("KREFAUDIT_TREE_CACHE", Path.home() / ".cache" / "krefaudit-trees"))
+
+
+def _tree(version: str) -> Path:
+    env = os.environ.get(f"KREFAUDIT_TREE_{version.replace('.', '_')}")
+    if env:
+        return Path(env)
+    name = f"linux-source-{version}"
+    root = _CACHE / name
+    done = root / ".krefaudit-unpacked"
+    if done.exists():
+        return root
+    tarball = Path("/usr/src") / f"{name}.tar.xz"
+    if not tarball.exists():
+        message = f"{tarball} missing: apt-get install {name}"
+        if os.environ.get("KREFAUDIT_REQUIRE_REAL_TREES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    _CACHE.mkdir(parents=True, exist_ok=True)
+    members = [f"{name}/{m}" for m in _MEMBERS]
+    subprocess.run(
+        ["tar", "-xJf", str(tarball), "-C", str(_CACHE), "--wildcards", *members], check=True
+    )
+    done.touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def tree_6_1() -> Path:
+    return _tree("6.1")
+
+
+@pytest.fixture(scope="session")
+def tree_6_12() -> Path:
+    return _tree("6.12")
