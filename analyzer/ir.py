@@ -231,11 +231,9 @@ class Function:
     annotations: tuple[tuple[str, str], ...]  # (kind, argument) sparse lock annotations
     cfg: CFG
     status: Status
-
-    @property
-    def key(self) -> str:
-        """Program-wide identity: static functions are per file."""
-        return f"{self.path}:{self.name}" if self.static else self.name
+    # Program-wide identity, "path:name" ("path:name@line" for a second definition of the
+    # name in one file, under other #if branches). Set by the front end.
+    key: str = ""
 
     def calls(self) -> list[tuple[int, Call]]:
         return [(n, c) for n, ins in enumerate(self.cfg.instrs) for c in ins.calls]

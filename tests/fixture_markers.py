@@ -43,9 +43,6 @@ def fixture_trees() -> dict[Path, list[str]]:
     trees: dict[Path, list[str]] = {}
     models = FIXTURES / "models"
     for c in sorted(FIXTURES.rglob("*.c")):
-        if models in c.parents:
-            root = models / c.relative_to(models).parts[0]
-        else:
-            root = FIXTURES
+        root = models / c.relative_to(models).parts[0] if models in c.parents else FIXTURES
         trees.setdefault(root, []).append(c.relative_to(root).as_posix())
     return trees

@@ -31,8 +31,18 @@ def test_findings_exit_1_with_gcc_lines_and_json(tmp_path: Path) -> None:
     assert doc["refcount_model"]["name"] == "split-tail"
     assert doc["refcount_model"]["evidence"][0]["path"] == "include/linux/mm.h"
     f = doc["findings"][0]
-    assert {"rule_id", "severity", "confidence", "path", "line", "column", "function",
-            "message", "fingerprint", "trace"} <= f.keys()
+    assert {
+        "rule_id",
+        "severity",
+        "confidence",
+        "path",
+        "line",
+        "column",
+        "function",
+        "message",
+        "fingerprint",
+        "trace",
+    } <= f.keys()
     assert f["path"] == "fs/direct-io.c" and f["trace"][0]["note"].startswith("get_user_pages")
     assert doc["coverage"]["totals"]["functions_seen"] > 0
     assert not list(out.parent.glob(".scan.json.*")), "no temporary file left behind"
@@ -74,8 +84,9 @@ def test_bad_files_are_named_and_the_rest_is_analyzed(tmp_path: Path) -> None:
     (tree / "latin1.c").write_bytes(b"/* Copyright \xe9 */\nint g(void) { return 1; }\n")
     (tree / "empty.c").write_bytes(b"")
     (tree / "notes.txt").write_text("not C\n")
-    code, stdout, stderr = run("scan", str(tree), "good.c", "nul.c", "latin1.c", "empty.c",
-                               "notes.txt", "missing.c")
+    code, stdout, stderr = run(
+        "scan", str(tree), "good.c", "nul.c", "latin1.c", "empty.c", "notes.txt", "missing.c"
+    )
     assert code == 2
     assert "nul.c:3: NUL byte in source" in stderr
     assert "notes.txt: not a C source file" in stderr
@@ -87,7 +98,9 @@ def test_bad_files_are_named_and_the_rest_is_analyzed(tmp_path: Path) -> None:
     doc = json.loads(stdout)
     assert code == 0
     assert [(f["path"], f["functions_seen"]) for f in doc["files"]] == [
-        ("empty.c", 0), ("latin1.c", 1)]
+        ("empty.c", 0),
+        ("latin1.c", 1),
+    ]
 
 
 def test_callgraph_json_has_lock_context() -> None:

@@ -3,7 +3,7 @@ fails with its file and line."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ TREES = fixture_trees()
 CASES = [(root, rel) for root, rels in TREES.items() for rel in rels]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _scan(root: Path) -> RunResult:
     return scan(root, TREES[root])
 

@@ -27,16 +27,18 @@ def test_static_functions_resolve_within_their_file(tmp_path: Path) -> None:
     p = program(
         tmp_path,
         {
-            "a.c": "static int helper(void) { return 1; }\nint a_entry(void) { return helper(); }\n",
-            "b.c": "static int helper(void) { return 2; }\nint b_entry(void) { return helper(); }\n",
+            "a.c": "static int helper(void) { return 1; }\n"
+            "int a_entry(void) { return helper(); }\n",
+            "b.c": "static int helper(void) { return 2; }\n"
+            "int b_entry(void) { return helper(); }\n",
             "c.c": "int helper2(void);\nint c_entry(void) { return helper2() + a_entry(); }\n",
             "d.c": "int helper2(void) { return 3; }\n",
         },
     )
-    assert targets(p, "a_entry") == {"helper": ["a.c:helper"]}
-    assert targets(p, "b_entry") == {"helper": ["b.c:helper"]}
-    assert targets(p, "c_entry") == {"helper2": ["helper2"], "a_entry": ["a_entry"]}
-    assert [s.caller.key for s in p.callers(p.by_key["a.c:helper"])] == ["a_entry"]
+    assert targets(p, "a.c:a_entry") == {"helper": ["a.c:helper"]}
+    assert targets(p, "b.c:b_entry") == {"helper": ["b.c:helper"]}
+    assert targets(p, "c.c:c_entry") == {"helper2": ["d.c:helper2"], "a_entry": ["a.c:a_entry"]}
+    assert [s.caller.key for s in p.callers(p.by_key["a.c:helper"])] == ["a.c:a_entry"]
 
 
 def test_function_pointers_from_initializers_and_assignments(tmp_path: Path) -> None:
@@ -59,11 +61,11 @@ def test_function_pointers_from_initializers_and_assignments(tmp_path: Path) -> 
             ),
         },
     )
-    assert targets(p, "handle") == {"open": ["ops.c:my_open"], "fault": ["ops.c:my_fault"]}
-    assert targets(p, "drop") == {"release": ["my_release"]}
+    assert targets(p, "mem.c:handle") == {"open": ["ops.c:my_open"], "fault": ["ops.c:my_fault"]}
+    assert targets(p, "mem.c:drop") == {"release": ["rel.c:my_release"]}
     assert p.may_have_unknown_callers(p.by_key["ops.c:my_fault"])  # address taken
     dot = render_dot(edges(p, None))
-    assert '"handle" -> "ops.c:my_fault"' in dot and "style=dashed" in dot
+    assert '"mem.c:handle" -> "ops.c:my_fault"' in dot and "style=dashed" in dot
 
 
 def test_exported_and_uncalled_globals_have_unknown_callers(tmp_path: Path) -> None:
@@ -77,4 +79,10 @@ def test_exported_and_uncalled_globals_have_unknown_callers(tmp_path: Path) -> N
         },
     )
     unknown = {k: p.may_have_unknown_callers(fn) for k, fn in p.by_key.items()}
-    assert unknown == {"x.c:s": False, "g": True, "e": True, "called": False, "k": True}
+    assert unknown == {
+        "x.c:s": False,
+        "x.c:g": True,
+        "x.c:e": True,
+        "x.c:called": False,
+        "x.c:k": True,
+    }

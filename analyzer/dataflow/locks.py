@@ -61,11 +61,12 @@ def _peel_condition(cond: Expr) -> tuple[Expr, bool]:
         if isinstance(cond, Op) and cond.op == "!" and len(cond.operands) == 1:
             cond, sense = cond.operands[0], not sense
         elif isinstance(cond, Op) and cond.op in ("==", "!=") and len(cond.operands) == 2:
+            op = cond.op
             left, right = cond.operands
             if isinstance(right, Const) and right.text in ("0", "NULL", "false"):
-                cond, sense = left, sense if cond.op == "!=" else not sense
+                cond, sense = left, sense if op == "!=" else not sense
             elif isinstance(right, Const) and right.text in ("1", "true"):
-                cond, sense = left, sense if cond.op == "==" else not sense
+                cond, sense = left, sense if op == "==" else not sense
             else:
                 return cond, sense
         elif isinstance(cond, Op) and cond.op == "cast":

@@ -18,6 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from analyzer.dataflow.solver import BudgetExceeded, ForwardSolver
 from analyzer.ir import (
@@ -114,7 +115,7 @@ class Provenance:
             fn.key: i for i, fn in enumerate([*program.functions(), *program._context_functions()])
         }
         self._readers: dict[str, list[Function]] | None = None
-        self._dirty: set[str] = set()
+        self._dirty: set[tuple[str, str]] = set()
 
     # ---------------------------------------------------------------- driver
     def run(self) -> list[RefSite]:
@@ -222,22 +223,21 @@ class Provenance:
                 step = self._step(
                     fn, call.loc, f"{name}() stores referenced user pages in {render(arg)}"
                 )
-                origin = Origin(name, (step,))
-                target = arg.operand if via_pointer and isinstance(arg, AddrOf) else arg
+                source = Origin(name, (step,))
+                array = arg.operand if via_pointer and isinstance(arg, AddrOf) else arg
                 if not via_pointer or isinstance(arg, AddrOf):
-                    self._store_elem(fn, target, origin, new, call.loc)
+                    self._store_elem(fn, array, source, new, call.loc)
             return
         sink = call.callee if call.callee in self.sinks else name
         if not call.indirect and sink in self.sinks:
             k = self.sinks[sink]
             if k < len(call.args):
-                origin = self.value(fn, call.args[k], state, call.loc)
-                if origin is not None:
+                page = self.value(fn, call.args[k], state, call.loc)
+                if page is not None:
                     key = (fn.key, n, idx)
-                    site = RefSite(fn, n, call, sink, call.args[k], origin)
                     old = self.sites.get(key)
-                    if old is None or origin.rank < old.origin.rank:
-                        self.sites[key] = site
+                    if old is None or page.rank < old.origin.rank:
+                        self.sites[key] = RefSite(fn, n, call, sink, call.args[k], page)
             return
         for target in self.program.resolve(fn, call):
             for i, arg in enumerate(call.args):
@@ -383,8 +383,10 @@ class Provenance:
                         self._fact(self.fields, (GLOBAL, i, is_elem), o.then(step), ("field", i))
             case Name(id=i):
                 t = fn.locals.get(i)
-                for key, o in ((i, val if holds_page(t, False) else None),
-                               (i + "[]", elem if holds_page(t, True) else None)):
+                for key, o in (
+                    (i, val if holds_page(t, False) else None),
+                    (i + "[]", elem if holds_page(t, True) else None),
+                ):
                     if o is None:
                         new.pop(key, None)
                     else:
@@ -425,7 +427,9 @@ class Provenance:
             case Op(op=op, operands=ops) if op in ("cast", "+", "-") and ops:
                 self._store_elem(fn, ops[0], origin, new, loc)
 
-    def _fact(self, table: dict, key: object, origin: Origin, dirty: tuple[str, str]) -> None:  # type: ignore[type-arg]
+    def _fact(
+        self, table: dict[Any, Origin], key: object, origin: Origin, dirty: tuple[str, str]
+    ) -> None:
         if key not in table:
             table[key] = origin
             self._dirty.add(dirty)

@@ -227,10 +227,11 @@ class _FunctionLowering:
         if t == "assignment_expression":
             return self.assignment(n)
         if t == "update_expression":
-            op = _text(n.child_by_field_name("operator"))
+            step = _text(n.child_by_field_name("operator"))
             prefix = n.children[0].type in ("++", "--")
             return Op(
-                ("pre" if prefix else "post") + op, (self.expr(n.child_by_field_name("argument")),)
+                ("pre" if prefix else "post") + step,
+                (self.expr(n.child_by_field_name("argument")),),
             )
         if t == "conditional_expression":
             return Op(
@@ -691,4 +692,9 @@ def lower_file(root: Node, path: str, annotations: list[tuple[int, str, str]]) -
             stack.extend(reversed(n.children))
     file_ir.fnptr_stores = [*fnptr_stores, *top.fnptr_stores]
     file_ir.functions.sort(key=lambda f: (f.loc, f.name))
+    taken: set[str] = set()
+    for fn in file_ir.functions:
+        key = f"{path}:{fn.name}"
+        fn.key = key if key not in taken else f"{key}@{fn.loc.line}"
+        taken.add(fn.key)
     return file_ir

@@ -28,8 +28,10 @@ def summary_lines(result: RunResult) -> list[str]:
     cov = result.coverage
     lines = [model_line(result)]
     for o in result.outcomes:
-        lines.append(f"{o.rule_id}: {o.reported} reported, {o.checked} reference site(s) checked")
-        if o.reported == 0 and o.note:
+        lines.append(
+            f"{o.rule_id}: {o.reported} reported of {o.checked} reference site(s) on GUP pages"
+        )
+        if o.note:
             lines.append(f"{o.rule_id}: {o.note}")
     lines.append(
         f"coverage: {cov.seen} functions in {len(cov.files)} files: {cov.clean} clean,"

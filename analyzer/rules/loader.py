@@ -80,7 +80,7 @@ def _str_list(path: Path, d: LDict, key: str) -> tuple[str, ...]:
     v = d.get(key)
     ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
     _check(ok, path, d, key, f"{key!r} must be a list of strings")
-    return tuple(v)
+    return tuple(v or ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,9 +300,10 @@ def load_api(directory: Path | None = None) -> KernelApi:
     gp = api / "gup.yaml"
     gd = _mapping(gp, load_yaml(gp))
     gup = GupApi(
-        *(frozenset(_str_list(gp, gd, k)) for k in ("array", "single")),
-        frozenset(_str_list(gp, gd, "passthrough")),
-        frozenset(_str_list(gp, gd, "head_of")),
+        array=frozenset(_str_list(gp, gd, "array")),
+        single=frozenset(_str_list(gp, gd, "single")),
+        passthrough=frozenset(_str_list(gp, gd, "passthrough")),
+        head_of=frozenset(_str_list(gp, gd, "head_of")),
     )
     rp = api / "refs.yaml"
     rd = _mapping(rp, load_yaml(rp))

@@ -47,14 +47,19 @@ class TailRefRace:
                 f" {len(sites)} reference site(s) on GUP pages checked"
             )
             return [], RuleOutcome(self.rule.id, len(sites), 0, note)
-        findings = [f for s in sites if (f := self._judge(s)) is not None]
-        note = f"refcount model {self.model.name}: {self.model.summary}"
+        by_model = [s for s in sites if self.spec.serializes and not self._never_serializes(s.sink)]
+        rest = [s for s in sites if s not in by_model]
+        findings = [f for s in rest if (f := self._judge(s)) is not None]
+        note = (
+            f"{len(by_model)} cleared because the tree's get_page() serializes by itself,"
+            f" {len(rest) - len(findings)} because a page-table lock, compound_lock or"
+            f" IRQ-off region covers them"
+        )
         return findings, RuleOutcome(self.rule.id, len(sites), len(findings), note)
 
-    def _serializes(self, sink: str) -> bool:
-        canonical = self.program.canonical(sink)
+    def _never_serializes(self, sink: str) -> bool:
         never = self.api.refs.never_serializes
-        return self.spec.serializes and sink not in never and canonical not in never
+        return sink in never or self.program.canonical(sink) in never
 
     def _guarded(self, site: RefSite, held: frozenset[Lock]) -> bool:
         page = lock_name(site.page)
@@ -87,8 +92,6 @@ class TailRefRace:
         return names
 
     def _judge(self, site: RefSite) -> Finding | None:
-        if self._serializes(site.sink):
-            return None
         held = self.locks.held_at(site.function, site.node)
         if self._guarded(site, held):
             return None
@@ -112,7 +115,17 @@ class TailRefRace:
         context = self._entry_context(fn)
         if context is not None:
             steps.append(context)
-        steps.extend(self.model.evidence[-1:])
+        if self._never_serializes(site.sink):
+            steps.append(
+                TraceStep(
+                    Location(fn.path, loc.line, loc.col),
+                    fn.name,
+                    f"{site.sink}() never serializes against a split, whatever the refcount"
+                    " model: it is meant for callers that hold the page-table lock",
+                )
+            )
+        else:
+            steps.extend(self.model.evidence[-1:])
         message = self.rule.message.format(sink=site.sink, source=site.origin.source)
         return Finding(
             rule_id=self.rule.id,
@@ -169,7 +182,6 @@ class TailRefRace:
                         Location(fn.path, call.loc.line, call.loc.col),
                         fn.name,
                         f"the {_GUARD_WORDS[cls]} {name} was released here by {call.callee}()",
-                        describe_locks(self.locks.held_at(fn, n)),
                     )
             queue.extend(p for p, _ in fn.cfg.preds(n))
         return None
