@@ -127,7 +127,9 @@ def scan(
         sites = provenance.run()
         for fn, why in provenance.skipped:
             diagnostics.append(f"{fn.path}:{fn.loc.line}: {fn.name}: analysis skipped: {why}")
-        found, outcome = TailRefRace(rule, program, api, locks, model).check(sites)
+        found, outcome = TailRefRace(rule, program, api, locks, model, provenance.arrivals).check(
+            sites
+        )
         findings.extend(found)
         outcomes.append(outcome)
     return RunResult(

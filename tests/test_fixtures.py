@@ -57,3 +57,23 @@ def test_every_finding_has_a_trace_from_its_source() -> None:
                 f.trace[0].note
             ), f.trace[0]
             assert any(s.location == f.location for s in f.trace), f
+
+
+def test_trace_follows_the_unlocked_callers_page() -> None:
+    """A helper with a locked and an unlocked caller: the trace shows the page that
+    arrives through the unlocked one, not a path spliced from both."""
+    rel = "tail-ref-race/bad_static_helper_unlocked_caller.c"
+    (f,) = [f for f in _scan(FIXTURES).findings if f.location.path == rel]
+    notes = [s.note for s in f.trace]
+    assert notes[0].startswith("get_user_pages_fast()")
+    assert notes[1] == "pages[0] passed to shu_grab() as page"
+    assert any(n.startswith("shu_unlocked() calls shu_grab() with no") for n in notes)
+    assert not any("follow_page" in n for n in notes)
+
+
+def test_direct_io_trace_carries_the_page_through_fields_and_calls() -> None:
+    rel = "tail-ref-race/bad_dio_chain.c"
+    (f, _) = [f for f in _scan(FIXTURES).findings if f.location.path == rel]
+    assert [s.location.line for s in f.trace][:8] == [24, 24, 45, 45, 84, 87, 73, 54]
+    assert f.trace[6].note == "stored into dio->cur_page"
+    assert f.trace[7].note == "page read back from dio->cur_page"

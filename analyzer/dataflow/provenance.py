@@ -109,6 +109,9 @@ class Provenance:
         self.params: dict[tuple[str, int, bool], Origin] = {}
         self.returns: dict[str, Origin] = {}
         self.outs: dict[tuple[str, int], Origin] = {}
+        # Every call site that passes a GUP page to a parameter, with the page's origin:
+        # (callee, caller, line of the call) -> origin up to and including the call.
+        self.arrivals: dict[tuple[str, str, int], Origin] = {}
         self.sites: dict[tuple[str, int, int], RefSite] = {}
         self.skipped: list[tuple[Function, str]] = []
         self._order = {
@@ -252,6 +255,7 @@ class Provenance:
                         continue
                     what = f"{render(arg)} passed to {target.name}() as {pname}"
                     step = self._step(fn, call.loc, what)
+                    self.arrivals.setdefault((target.key, fn.key, call.loc.line), origin.then(step))
                     self._fact(
                         self.params, (target.key, i, elem), origin.then(step), ("param", target.key)
                     )

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import deque
 
 from analyzer.dataflow.locks import CALLER, GUARD_CLASSES, Lock, LockAnalysis, lock_name
-from analyzer.dataflow.provenance import RefSite
+from analyzer.dataflow.provenance import Origin, RefSite
 from analyzer.ir import Call, Function, Kind, render
 from analyzer.model import Finding, Location, ModelEvidence, RuleOutcome, TraceStep, fingerprint
-from analyzer.program.model import Program
+from analyzer.program.model import CallSite, Program
 from analyzer.rules.loader import KernelApi, Rule
 
 _GUARD_WORDS = {"pt": "page-table lock", "compound": "compound_lock", "irq": "IRQs off"}
@@ -31,8 +31,10 @@ class TailRefRace:
         api: KernelApi,
         locks: LockAnalysis,
         model: ModelEvidence,
+        arrivals: dict[tuple[str, str, int], Origin],
     ) -> None:
         self.rule = rule
+        self.arrivals = arrivals
         self.program = program
         self.api = api
         self.locks = locks
@@ -97,7 +99,10 @@ class TailRefRace:
             return None
         fn = site.function
         loc = site.call.loc
-        steps = [self._with_locks(s) for s in site.origin.steps]
+        unlocked = self._unlocked_caller(fn)
+        context = self._entry_context(fn, unlocked)
+        origin = self._through(fn, site.origin, unlocked)
+        steps = [self._with_locks(s) for s in origin.steps]
         page = render(site.page)
         held_text = ", ".join(describe_locks(held)) or "none"
         steps.append(
@@ -112,7 +117,6 @@ class TailRefRace:
         released = self._nearest_release(fn, site.node)
         if released is not None:
             steps.append(released)
-        context = self._entry_context(fn)
         if context is not None:
             steps.append(context)
         if self._never_serializes(site.sink):
@@ -126,7 +130,7 @@ class TailRefRace:
             )
         else:
             steps.extend(self.model.evidence[-1:])
-        message = self.rule.message.format(sink=site.sink, source=site.origin.source)
+        message = self.rule.message.format(sink=site.sink, source=origin.source)
         return Finding(
             rule_id=self.rule.id,
             severity=self.rule.severity,
@@ -136,9 +140,24 @@ class TailRefRace:
             function=fn.name,
             trace=tuple(steps),
             fingerprint=fingerprint(
-                self.rule.id, fn.path, fn.name, render(site.call), site.origin.source
+                self.rule.id, fn.path, fn.name, render(site.call), origin.source
             ),
         )
+
+    def _through(self, fn: Function, origin: Origin, unlocked: CallSite | None) -> Origin:
+        """The page's origin as it arrives through the unlocked caller, when the one the
+        provenance analysis kept came through a caller that holds a guard: the trace
+        then shows one path, not two spliced together."""
+        if unlocked is None:
+            return origin
+        arrived = self.arrivals.get((fn.key, unlocked.caller.key, unlocked.call.loc.line))
+        steps = origin.steps
+        tail = len(steps)
+        while tail > 0 and steps[tail - 1].function == fn.name:
+            tail -= 1
+        if arrived is None or tail == 0:
+            return origin
+        return Origin(arrived.source, (*arrived.steps, *steps[tail:]))
 
     def _with_locks(self, step: TraceStep) -> TraceStep:
         fn = self._function_at(step)
@@ -186,30 +205,38 @@ class TailRefRace:
             queue.extend(p for p, _ in fn.cfg.preds(n))
         return None
 
-    def _entry_context(self, fn: Function) -> TraceStep | None:
-        """Why nothing is held on entry to `fn`: a caller that holds no guard, or callers
-        that cannot all be known."""
+    def _unlocked_caller(self, fn: Function) -> CallSite | None:
+        """A call site that reaches `fn` with no guard held, when `fn`'s callers are known."""
         if self.program.may_have_unknown_callers(fn):
-            if fn.name in self.program.exported:
-                why = "it is exported, so any module may call it"
-            elif fn.name in self.program.address_taken:
-                why = "its address is stored in a function pointer"
-            else:
-                why = "it is not static and has no caller among the scanned files"
-            return TraceStep(
-                Location(fn.path, fn.loc.line, fn.loc.col),
-                fn.name,
-                f"no lock is assumed held on entry to {fn.name}(): {why}",
-            )
+            return None
         for site in self.program.callers(fn):
             held = self.locks.held_at(site.caller, site.node)
             if not any(cls in self.rule.guards for cls, _ in held):
-                loc = site.call.loc
-                return TraceStep(
-                    Location(site.caller.path, loc.line, loc.col),
-                    site.caller.name,
-                    f"{site.caller.name}() calls {fn.name}() with no page-table lock,"
-                    " compound_lock or IRQ-off region held",
-                    describe_locks(held),
-                )
+                return site
         return None
+
+    def _entry_context(self, fn: Function, unlocked: CallSite | None) -> TraceStep | None:
+        """Why nothing is held on entry to `fn`: a caller that holds no guard, or callers
+        that cannot all be known."""
+        if unlocked is not None:
+            loc = unlocked.call.loc
+            return TraceStep(
+                Location(unlocked.caller.path, loc.line, loc.col),
+                unlocked.caller.name,
+                f"{unlocked.caller.name}() calls {fn.name}() with no page-table lock,"
+                " compound_lock or IRQ-off region held",
+                describe_locks(self.locks.held_at(unlocked.caller, unlocked.node)),
+            )
+        if not self.program.may_have_unknown_callers(fn):
+            return None
+        if fn.name in self.program.exported:
+            why = "it is exported, so any module may call it"
+        elif fn.name in self.program.address_taken:
+            why = "its address is stored in a function pointer"
+        else:
+            why = "it is not static and has no caller among the scanned files"
+        return TraceStep(
+            Location(fn.path, fn.loc.line, fn.loc.col),
+            fn.name,
+            f"no lock is assumed held on entry to {fn.name}(): {why}",
+        )
