@@ -18,6 +18,7 @@ from analyzer.program.model import Program
 from analyzer.program.tree import TreeError
 from analyzer.report import callgraph as cg
 from analyzer.report.json_report import coverage_dict, render_json
+from analyzer.report.sarif import render_sarif
 from analyzer.report.text import render_text, summary_lines
 from analyzer.rules.loader import RuleError, load_api, load_rules
 
@@ -108,12 +109,15 @@ def main() -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json", "sarif"]),
     default="text",
     show_default=True,
     help="What goes to standard output.",
 )
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write JSON here.")
+@click.option(
+    "--sarif", "sarif_out", type=click.Path(path_type=Path), help="Also write SARIF 2.1.0 here."
+)
 @click.option(
     "--refcount-model",
     type=click.Choice(MODELS),
@@ -125,6 +129,7 @@ def scan(
     paths: tuple[str, ...],
     fmt: str,
     json_out: Path | None,
+    sarif_out: Path | None,
     refcount_model: str | None,
     quiet: bool,
 ) -> None:
@@ -132,9 +137,17 @@ def scan(
 
     def run() -> int:
         result = engine.scan(tree, list(paths) or None, refcount_model, Progress(quiet))
-        text = render_json(result) if fmt == "json" else render_text(result)
+        root_uri = tree.resolve().as_uri() + "/"
+        renderers = {
+            "text": lambda: render_text(result),
+            "json": lambda: render_json(result),
+            "sarif": lambda: render_sarif(result, load_rules(), root_uri),
+        }
+        text = renderers[fmt]()
         if json_out is not None:
-            write_atomically(json_out, render_json(result))
+            write_atomically(json_out, renderers["json"]())
+        if sarif_out is not None:
+            write_atomically(sarif_out, renderers["sarif"]())
         click.echo(text, nl=False)
         if result.diagnostics:
             for d in result.diagnostics:
