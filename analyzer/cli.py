@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from analyzer.report.json_report import coverage_dict, render_json
 from analyzer.report.sarif import render_sarif
 from analyzer.report.text import render_text, summary_lines
 from analyzer.rules.loader import RuleError, load_api, load_rules
+from analyzer.triage import Triage, read_baseline, read_suppressions, render_baseline
 
 
 class Exit:
@@ -119,6 +121,17 @@ def main() -> None:
     "--sarif", "sarif_out", type=click.Path(path_type=Path), help="Also write SARIF 2.1.0 here."
 )
 @click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Report only findings whose fingerprint is not in this file.",
+)
+@click.option(
+    "--suppressions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML file of suppressed findings, each with a reason.",
+)
+@click.option("--ignore", multiple=True, metavar="RULE", help="Do not report RULE (repeatable).")
+@click.option(
     "--refcount-model",
     type=click.Choice(MODELS),
     help="Use this refcount model instead of reading it from the tree's get_page().",
@@ -130,13 +143,27 @@ def scan(
     fmt: str,
     json_out: Path | None,
     sarif_out: Path | None,
+    baseline: Path | None,
+    suppressions: Path | None,
+    ignore: tuple[str, ...],
     refcount_model: str | None,
     quiet: bool,
 ) -> None:
     """Analyze PATHs of TREE and report findings with their evidence."""
 
     def run() -> int:
+        known = {r.id for r in load_rules()}
+        for rule_id in ignore:
+            if rule_id not in known:
+                _fail(f"--ignore {rule_id}: no such rule; see `krefaudit rules list`")
+        triage = Triage(
+            read_baseline(baseline) if baseline is not None else frozenset(),
+            read_suppressions(suppressions) if suppressions is not None else (),
+            frozenset(ignore),
+        )
         result = engine.scan(tree, list(paths) or None, refcount_model, Progress(quiet))
+        kept, left_out = triage.split(result.findings)
+        result = dataclasses.replace(result, findings=kept, left_out=left_out)
         root_uri = tree.resolve().as_uri() + "/"
         renderers = {
             "text": lambda: render_text(result),
@@ -247,6 +274,53 @@ def coverage(tree: Path, paths: tuple[str, ...], fmt: str, quiet: bool) -> None:
             for line in summary_lines(stub)[1:]:
                 click.echo(f"krefaudit: {line}")
         return Exit.INPUT_ERROR if parsed.diagnostics else Exit.CLEAN
+
+    _guard(run)
+
+
+@main.group()
+def baseline() -> None:
+    """Record today's findings so that later scans report only new ones."""
+
+
+@baseline.command("create")
+@tree_arg
+@paths_arg
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@quiet_opt
+def baseline_create(tree: Path, paths: tuple[str, ...], output: Path, quiet: bool) -> None:
+    """Write the fingerprints of the findings of PATHs to OUTPUT (which must not exist)."""
+
+    def run() -> int:
+        if output.exists():
+            _fail(f"{output}: exists; use `krefaudit baseline update`")
+        result = engine.scan(tree, list(paths) or None, None, Progress(quiet))
+        write_atomically(output, render_baseline(result.findings))
+        click.echo(f"krefaudit: {output}: {len(result.findings)} fingerprint(s)")
+        return Exit.CLEAN
+
+    _guard(run)
+
+
+@baseline.command("update")
+@tree_arg
+@paths_arg
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@quiet_opt
+def baseline_update(tree: Path, paths: tuple[str, ...], output: Path, quiet: bool) -> None:
+    """Rewrite OUTPUT with the fingerprints of today's findings: new ones are added,
+    fixed ones dropped."""
+
+    def run() -> int:
+        old = read_baseline(output) if output.exists() else frozenset()
+        result = engine.scan(tree, list(paths) or None, None, Progress(quiet))
+        new = {f.fingerprint for f in result.findings}
+        write_atomically(output, render_baseline(result.findings))
+        click.echo(
+            f"krefaudit: {output}: {len(new - old)} added, {len(old - new)} dropped,"
+            f" {len(new & old)} kept"
+        )
+        return Exit.CLEAN
 
     _guard(run)
 

@@ -140,3 +140,4 @@ class RunResult:
     outcomes: tuple[RuleOutcome, ...] = ()
     kernel_version: str | None = None
     diagnostics: tuple[str, ...] = field(default=())  # input errors, one line each
+    left_out: int = 0  # findings not reported: in the baseline, suppressed, or rule ignored

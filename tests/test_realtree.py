@@ -106,3 +106,21 @@ def test_seed_rule_is_moot_on_folio_trees(
     # The rule ran: GUP pages reach reference primitives in direct I/O and elsewhere.
     assert outcome.checked > 0
     assert "not applicable: refcount model folio" in outcome.note
+
+
+def test_pre_3_2_model_flags_the_historical_direct_io_sites(tree_6_1: Path) -> None:
+    """Under the <= 3.1 refcount model, the real 6.1 fs/direct-io.c still has the shape of
+    the 2011 bug: pages from iov_iter_get_pages2() in dio->pages[], handed out by
+    dio_get_page(), passed to submit_page_section() and stored in sdio->cur_page, then
+    referenced in submit_page_section() and dio_bio_add_page() with no lock held."""
+    result = scan(tree_6_1, ["fs/direct-io.c"], refcount_model="split-tail")
+    assert [(f.location.path, f.function) for f in result.findings] == [
+        ("fs/direct-io.c", "dio_bio_add_page"),
+        ("fs/direct-io.c", "submit_page_section"),
+    ]
+    notes = [s.note for s in result.findings[0].trace]
+    assert notes[0] == "iov_iter_get_pages2() stores referenced user pages in dio->pages"
+    assert "returned by dio_get_page()" in notes
+    assert "page passed to submit_page_section() as page" in notes
+    assert "stored into sdio->cur_page" in notes
+    assert "page read back from sdio->cur_page" in notes

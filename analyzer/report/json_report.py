@@ -70,6 +70,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
         ],
         "coverage": coverage_dict(result.coverage),
         "diagnostics": list(result.diagnostics),
+        "left_out": result.left_out,
         "findings": [
             {
                 "rule_id": f.rule_id,

@@ -33,6 +33,10 @@ def summary_lines(result: RunResult) -> list[str]:
         )
         if o.note:
             lines.append(f"{o.rule_id}: {o.note}")
+    if result.left_out:
+        lines.append(
+            f"{result.left_out} finding(s) left out by the baseline, suppressions or --ignore"
+        )
     lines.append(
         f"coverage: {cov.seen} functions in {len(cov.files)} files: {cov.clean} clean,"
         f" {cov.recovered} recovered from parse errors, {cov.skipped} skipped"
