@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ class Exit:
     FINDINGS = 1
     INPUT_ERROR = 2  # usage errors, unusable tree or rule files, files that could not be read
     INTERNAL_ERROR = 3
+    INTERRUPTED = 130  # SIGINT or SIGTERM: nothing was written, earlier reports are intact
 
 
 MODELS = ("split-tail", "locked-tail", "head-only", "folio")
@@ -68,13 +70,18 @@ class Progress:
             click.echo(f"krefaudit: {message}", err=True)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _guard(action: Callable[[], int]) -> NoReturn:
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = action()
     except (TreeError, RuleError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
-        _fail("interrupted; no output was written", Exit.INPUT_ERROR)
+        _fail("interrupted; no report was written, earlier ones are intact", Exit.INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit 3
         import traceback
 
@@ -102,6 +109,7 @@ def main() -> None:
       1  findings reported
       2  usage or input error (bad tree, path, rule file; unreadable source files)
       3  internal error
+      130  interrupted (SIGINT, SIGTERM): no report written
     """
 
 

@@ -124,3 +124,26 @@ def test_pre_3_2_model_flags_the_historical_direct_io_sites(tree_6_1: Path) -> N
     assert "page passed to submit_page_section() as page" in notes
     assert "stored into sdio->cur_page" in notes
     assert "page read back from sdio->cur_page" in notes
+
+
+def test_sigterm_leaves_the_previous_report_intact(tree_6_1: Path, tmp_path: Path) -> None:
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "scan.json"
+    out.write_text('{"previous": true}\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "analyzer", "scan", str(tree_6_1), "mm", "--json", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted; no report was written" in stderr
+    assert out.read_text() == '{"previous": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["scan.json"]
