@@ -72,6 +72,17 @@ class Op:
 Expr = Name | Field | Index | AddrOf | Deref | Call | Const | Op
 
 
+def peel(e: Expr, wrapper: type[AddrOf] | type[Deref]) -> Expr:
+    """`e` without casts and without `wrapper` operators around it: `(void *)&x` -> `x`."""
+    while True:
+        if isinstance(e, wrapper):
+            e = e.operand
+        elif isinstance(e, Op) and e.op == "cast":
+            e = e.operands[0]
+        else:
+            return e
+
+
 def render(e: Expr) -> str:
     """C-like text of an expression, as shown to users."""
     match e:

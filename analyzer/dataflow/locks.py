@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from analyzer.dataflow.solver import BudgetExceeded, ForwardSolver
-from analyzer.ir import AddrOf, Call, Const, Deref, Expr, Function, Kind, Name, Op, render
+from analyzer.ir import AddrOf, Call, Const, Deref, Expr, Function, Kind, Name, Op, peel, render
 from analyzer.program.model import Program
 from analyzer.rules.loader import LockApi, LockSpec
 
@@ -45,13 +45,8 @@ _EMPTY_SUMMARY = LockSummary(frozenset(), frozenset())
 
 
 def lock_name(e: Expr) -> str:
-    while True:
-        if isinstance(e, AddrOf):
-            e = e.operand
-        elif isinstance(e, Op) and e.op == "cast":
-            e = e.operands[0]
-        else:
-            return render(e)
+    """The lock a lock-API argument names: `&mm->page_table_lock` -> `mm->page_table_lock`."""
+    return render(peel(e, AddrOf))
 
 
 def _peel_condition(cond: Expr) -> tuple[Expr, bool]:

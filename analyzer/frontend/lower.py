@@ -33,6 +33,7 @@ from analyzer.ir import (
     Status,
     TypeRef,
     calls_in,
+    peel,
 )
 
 # Calls after which control does not continue.
@@ -300,14 +301,7 @@ class _FunctionLowering:
         if fn is not None and fn.type == "identifier":
             return Call(_text(fn), None, args, _loc(n))
         target = self.expr(fn)
-        stripped = target
-        while True:
-            if isinstance(stripped, Deref):
-                stripped = stripped.operand
-            elif isinstance(stripped, Op) and stripped.op == "cast":
-                stripped = stripped.operands[0]
-            else:
-                break
+        stripped = peel(target, Deref)
         callee = None
         if isinstance(stripped, Field):
             callee = stripped.name  # ops->fault(vmf): resolved through function-pointer stores
@@ -424,22 +418,23 @@ class _FunctionLowering:
                 self.stmt(c)
         b.frontier = after_then + b.frontier
 
-    def _loop(self, head: int, body: Node | None, cont_target: int | None) -> _Loop:
+    def _loop_body(self, body: Node | None) -> _Loop:
+        """Lower a loop body; the frontier then includes its `continue` edges."""
         b = self.b
         loop = _Loop()
         b.loops.append(loop)
         if body is not None:
             self.stmt(body)
         b.loops.pop()
-        if cont_target is not None:
-            b.connect(b.frontier + loop.continues, cont_target)
+        b.frontier = b.frontier + loop.continues
         return loop
 
     def s_while_statement(self, n: Node) -> None:
         b = self.b
         head = self.branch(n.child_by_field_name("condition"), _loc(n))
         b.frontier = [(head, True)]
-        loop = self._loop(head, n.child_by_field_name("body"), head)
+        loop = self._loop_body(n.child_by_field_name("body"))
+        b.connect(b.frontier, head)
         b.frontier = [(head, False), *loop.breaks]
 
     def s_for_statement(self, n: Node) -> None:
@@ -454,13 +449,7 @@ class _FunctionLowering:
         else:
             head = b.emit(Instr(Kind.NOP, _loc(n)))
         update = n.child_by_field_name("update")
-        loop = _Loop()
-        b.loops.append(loop)
-        body = n.child_by_field_name("body")
-        if body is not None:
-            self.stmt(body)
-        b.loops.pop()
-        b.frontier = b.frontier + loop.continues
+        loop = self._loop_body(n.child_by_field_name("body"))
         if update is not None:
             self.eval(self.expr(update), _loc(update))
         b.connect(b.frontier, head)
@@ -469,13 +458,7 @@ class _FunctionLowering:
     def s_do_statement(self, n: Node) -> None:
         b = self.b
         top = b.emit(Instr(Kind.NOP, _loc(n)))
-        loop = _Loop()
-        b.loops.append(loop)
-        body = n.child_by_field_name("body")
-        if body is not None:
-            self.stmt(body)
-        b.loops.pop()
-        b.frontier = b.frontier + loop.continues
+        loop = self._loop_body(n.child_by_field_name("body"))
         cond = n.child_by_field_name("condition")
         if cond is not None and _text(cond).strip("() \t") in ("0", "false"):
             b.frontier = b.frontier + loop.breaks  # do { } while (0): no back edge
