@@ -93,6 +93,14 @@ def _guard(action: Callable[[], int]) -> NoReturn:
 tree_arg = click.argument("tree", type=click.Path(file_okay=False, path_type=Path), metavar="TREE")
 paths_arg = click.argument("paths", nargs=-1, metavar="[PATH]...")
 quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+jobs_opt = click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(1),
+    default=os.cpu_count() or 1,
+    show_default="all cores",
+    help="Parse files in this many processes; the output does not depend on it.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -144,6 +152,7 @@ def main() -> None:
     type=click.Choice(MODELS),
     help="Use this refcount model instead of reading it from the tree's get_page().",
 )
+@jobs_opt
 @quiet_opt
 def scan(
     tree: Path,
@@ -155,6 +164,7 @@ def scan(
     suppressions: Path | None,
     ignore: tuple[str, ...],
     refcount_model: str | None,
+    jobs: int,
     quiet: bool,
 ) -> None:
     """Analyze PATHs of TREE and report findings with their evidence."""
@@ -169,7 +179,7 @@ def scan(
             read_suppressions(suppressions) if suppressions is not None else (),
             frozenset(ignore),
         )
-        result = engine.scan(tree, list(paths) or None, refcount_model, Progress(quiet))
+        result = engine.scan(tree, list(paths) or None, refcount_model, Progress(quiet), jobs)
         kept, left_out = triage.split(result.findings)
         result = dataclasses.replace(result, findings=kept, left_out=left_out)
         root_uri = tree.resolve().as_uri() + "/"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,22 +40,44 @@ class Parsed:
     diagnostics: list[str]
 
 
-def parse_paths(tree: Path, paths: list[str], progress: Progress | None = None) -> Parsed:
+def _parse_one(job: tuple[Path, str]) -> FileIR | str:
+    """Parse one file: its IR, or the InputError message (picklable for worker processes)."""
+    tree, rel = job
+    try:
+        return parse_file(tree / rel, rel)
+    except InputError as e:
+        return str(e)
+
+
+def parse_paths(
+    tree: Path, paths: list[str], progress: Progress | None = None, jobs: int = 1
+) -> Parsed:
+    """Parse the files under `paths`, in `jobs` processes; results come back in file
+    order, so the output does not depend on `jobs`."""
     found = discover(tree, paths)
     diagnostics = list(found.problems)
     files: list[FileIR] = []
     cov: list[FileCoverage] = []
-    for i, rel in enumerate(found.files):
-        if progress is not None and i % 50 == 0:
-            progress(f"parsing {i}/{len(found.files)} {rel}")
-        try:
-            ir = parse_file(tree / rel, rel)
-        except InputError as e:
-            diagnostics.append(str(e))
-            cov.append(FileCoverage(rel, 0, 0, 0, (), str(e)))
-            continue
-        files.append(ir)
-        cov.append(file_coverage(ir))
+    work = [(tree, rel) for rel in found.files]
+    if jobs > 1 and len(work) > 1:
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+        results: Iterator[FileIR | str] = pool.map(_parse_one, work, chunksize=8)
+    else:
+        pool = None
+        results = map(_parse_one, work)
+    try:
+        for i, (rel, res) in enumerate(zip(found.files, results, strict=True)):
+            if progress is not None and i % 50 == 0:
+                progress(f"parsing {i}/{len(found.files)} {rel}")
+            if isinstance(res, str):
+                diagnostics.append(res)
+                cov.append(FileCoverage(rel, 0, 0, 0, (), res))
+            else:
+                files.append(res)
+                cov.append(file_coverage(res))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return Parsed(files, Coverage(tuple(cov)), diagnostics)
 
 
@@ -106,11 +130,12 @@ def scan(
     paths: list[str] | None = None,
     refcount_model: str | None = None,
     progress: Progress | None = None,
+    jobs: int = 1,
 ) -> RunResult:
     paths = list(paths or DEFAULT_PATHS)
     api = load_api()
     rules = load_rules()
-    parsed = parse_paths(tree, paths, progress)
+    parsed = parse_paths(tree, paths, progress, jobs)
     if progress is not None:
         progress("reading the tree's headers")
     context = load_context(tree, parsed.files, api)

@@ -123,3 +123,9 @@ def test_version_and_help() -> None:
     assert code == 0 and "krefaudit" in stdout
     code, stdout, _ = run("--help")
     assert code == 0 and "Exit codes" in stdout
+
+
+def test_output_does_not_depend_on_jobs() -> None:
+    one = run("scan", str(FIXTURES), "tail-ref-race", "-j", "1", "--format", "json")
+    two = run("scan", str(FIXTURES), "tail-ref-race", "-j", "2", "--format", "json")
+    assert one == two and one[0] == 1

@@ -124,6 +124,10 @@ def test_pre_3_2_model_flags_the_historical_direct_io_sites(tree_6_1: Path) -> N
     assert "page passed to submit_page_section() as page" in notes
     assert "stored into sdio->cur_page" in notes
     assert "page read back from sdio->cur_page" in notes
+    # The caller named is the one the page comes through, not dio_zero_block(), which
+    # calls submit_page_section() unlocked too but with ZERO_PAGE.
+    last_call = [s for s in result.findings[1].trace if "calls submit_page_section()" in s.note]
+    assert [s.function for s in last_call] == ["do_direct_IO"]
 
 
 def test_sigterm_leaves_the_previous_report_intact(tree_6_1: Path, tmp_path: Path) -> None:

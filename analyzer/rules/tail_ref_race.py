@@ -206,14 +206,22 @@ class TailRefRace:
         return None
 
     def _unlocked_caller(self, fn: Function) -> CallSite | None:
-        """A call site that reaches `fn` with no guard held, when `fn`'s callers are known."""
+        """A call site that reaches `fn` with no guard held, when `fn`'s callers are known:
+        one that passes a GUP page if there is one (the trace then shows that page's
+        path), else the first."""
         if self.program.may_have_unknown_callers(fn):
             return None
-        for site in self.program.callers(fn):
-            held = self.locks.held_at(site.caller, site.node)
-            if not any(cls in self.rule.guards for cls, _ in held):
+        unguarded = [
+            site
+            for site in self.program.callers(fn)
+            if not any(
+                cls in self.rule.guards for cls, _ in self.locks.held_at(site.caller, site.node)
+            )
+        ]
+        for site in unguarded:
+            if (fn.key, site.caller.key, site.call.loc.line) in self.arrivals:
                 return site
-        return None
+        return unguarded[0] if unguarded else None
 
     def _entry_context(self, fn: Function, unlocked: CallSite | None) -> TraceStep | None:
         """Why nothing is held on entry to `fn`: a caller that holds no guard, or callers
