@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ from analyzer.program.tree import TreeError
 from analyzer.report import callgraph as cg
 from analyzer.report.json_report import coverage_dict, render_json
 from analyzer.report.sarif import render_sarif
-from analyzer.report.text import render_text, summary_lines
+from analyzer.report.text import coverage_lines, render_text
 from analyzer.rules.loader import RuleError, load_api, load_rules
 from analyzer.triage import Triage, read_baseline, read_suppressions, render_baseline
 
@@ -260,8 +261,6 @@ def coverage(tree: Path, paths: tuple[str, ...], fmt: str, quiet: bool) -> None:
             tree, list(paths) or list(engine.DEFAULT_PATHS), Progress(quiet)
         )
         if fmt == "json":
-            import json
-
             doc = coverage_dict(parsed.coverage)
             doc["diagnostics"] = parsed.diagnostics
             click.echo(json.dumps(doc, indent=2))
@@ -276,20 +275,7 @@ def coverage(tree: Path, paths: tuple[str, ...], fmt: str, quiet: bool) -> None:
                     )
                 )
                 click.echo(f"{f.path}: {state}")
-            from analyzer.model import ModelEvidence, RunResult
-
-            stub = RunResult(
-                __version__,
-                str(tree),
-                paths,
-                ModelEvidence("", "", "default"),
-                parsed.coverage,
-                (),
-                (),
-                None,
-                tuple(parsed.diagnostics),
-            )
-            for line in summary_lines(stub)[1:]:
+            for line in coverage_lines(parsed.coverage, parsed.diagnostics):
                 click.echo(f"krefaudit: {line}")
         return Exit.INPUT_ERROR if parsed.diagnostics else Exit.CLEAN
 

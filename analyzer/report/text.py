@@ -3,7 +3,7 @@ as indented `note:` lines, then a short summary of the run."""
 
 from __future__ import annotations
 
-from analyzer.model import RunResult, TraceStep
+from analyzer.model import Coverage, RunResult, TraceStep
 
 
 def _note(step: TraceStep) -> str:
@@ -25,7 +25,6 @@ def model_line(result: RunResult) -> str:
 
 
 def summary_lines(result: RunResult) -> list[str]:
-    cov = result.coverage
     lines = [model_line(result)]
     for o in result.outcomes:
         lines.append(
@@ -37,16 +36,20 @@ def summary_lines(result: RunResult) -> list[str]:
         lines.append(
             f"{result.left_out} finding(s) left out by the baseline, suppressions or --ignore"
         )
-    lines.append(
+    return lines + coverage_lines(result.coverage, result.diagnostics)
+
+
+def coverage_lines(cov: Coverage, diagnostics: tuple[str, ...] | list[str]) -> list[str]:
+    """Totals, then every function and file that was not analyzed, and why."""
+    lines = [
         f"coverage: {cov.seen} functions in {len(cov.files)} files: {cov.clean} clean,"
         f" {cov.recovered} recovered from parse errors, {cov.skipped} skipped"
         f" ({100 * cov.lowered_ratio:.2f}% lowered)"
-    )
+    ]
     for f in cov.files:
         for s in f.skipped:
             lines.append(f"not analyzed: {s.path}:{s.line}: {s.name}: {s.reason}")
-    for d in result.diagnostics:
-        lines.append(f"not parsed: {d}")
+    lines.extend(f"not parsed: {d}" for d in diagnostics)
     return lines
 
 
