@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,6 +21,7 @@ from analyzer.dataflow.locks import LockAnalysis
 from analyzer.program.model import Program
 from analyzer.program.tree import TreeError
 from analyzer.report import callgraph as cg
+from analyzer.report.html.writer import write_report
 from analyzer.report.json_report import coverage_dict, render_json
 from analyzer.report.sarif import render_sarif
 from analyzer.report.text import coverage_lines, render_text
@@ -43,6 +45,15 @@ MODELS = ("split-tail", "locked-tail", "head-only", "folio")
 def _fail(message: str, code: int = Exit.INPUT_ERROR) -> NoReturn:
     click.echo(f"krefaudit: error: {message}", err=True)
     sys.exit(code)
+
+
+def generated_at() -> str:
+    """The report's date: SOURCE_DATE_EPOCH when set (reproducible reports), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (
+        datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
+    )
+    return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -138,6 +149,17 @@ def main() -> None:
     "--sarif", "sarif_out", type=click.Path(path_type=Path), help="Also write SARIF 2.1.0 here."
 )
 @click.option(
+    "--html",
+    "html_out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the HTML audit report into this folder (e.g. reports/html).",
+)
+@click.option(
+    "--compare",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A previous JSON result: the HTML report marks findings new, unchanged or fixed.",
+)
+@click.option(
     "--baseline",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Report only findings whose fingerprint is not in this file.",
@@ -161,6 +183,8 @@ def scan(
     fmt: str,
     json_out: Path | None,
     sarif_out: Path | None,
+    html_out: Path | None,
+    compare: Path | None,
     baseline: Path | None,
     suppressions: Path | None,
     ignore: tuple[str, ...],
@@ -194,6 +218,8 @@ def scan(
             write_atomically(json_out, renderers["json"]())
         if sarif_out is not None:
             write_atomically(sarif_out, renderers["sarif"]())
+        if html_out is not None:
+            write_report(result, tree, html_out, generated_at(), compare)
         click.echo(text, nl=False)
         if result.diagnostics:
             for d in result.diagnostics:

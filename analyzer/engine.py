@@ -12,15 +12,18 @@ from analyzer import __version__
 from analyzer.dataflow.locks import LockAnalysis
 from analyzer.dataflow.provenance import Provenance
 from analyzer.frontend.parse import InputError, parse_file
-from analyzer.ir import FileIR, Status
+from analyzer.ir import FileIR, Function, Status
 from analyzer.model import (
+    CallEdge,
     Coverage,
     FileCoverage,
     Finding,
+    FunctionFacts,
+    Location,
     RunResult,
     SkippedFunction,
 )
-from analyzer.program.model import Program
+from analyzer.program.model import CallSite, Program
 from analyzer.program.tree import DefinitionIndex, discover, kernel_version
 from analyzer.rules import refmodel
 from analyzer.rules.loader import KernelApi, load_api, load_rules
@@ -125,6 +128,49 @@ def load_context(tree: Path, files: list[FileIR], api: KernelApi) -> list[FileIR
     return [context[p] for p in sorted(context)]
 
 
+def _edge(other: str, site: CallSite, locks: LockAnalysis) -> CallEdge:
+    """The call `site` seen from the function at its other end, named `other`."""
+    held = tuple(sorted(f"{c}:{n}" for c, n in locks.held_at(site.caller, site.node)))
+    loc = site.call.loc
+    return CallEdge(other, Location(site.caller.path, loc.line, loc.col), held)
+
+
+def function_facts(
+    program: Program, locks: LockAnalysis, findings: list[Finding]
+) -> tuple[FunctionFacts, ...]:
+    """Callers, callees and lock state of every function that appears in a trace."""
+    wanted = {(s.location.path, s.function, s.location.line) for f in findings for s in f.trace}
+    by_path: dict[str, list[Function]] = {}
+    for ir in [*program.files.values(), *program.context.values()]:
+        by_path[ir.path] = ir.functions
+    chosen: dict[str, Function] = {}
+    for path, name, line in wanted:
+        for fn in by_path.get(path, []):
+            if fn.name == name and fn.loc.line <= line <= fn.end_line:
+                chosen[fn.key] = fn
+    out = []
+    for key in sorted(chosen):
+        fn = chosen[key]
+        held_by_line: dict[int, tuple[str, ...]] = {}
+        for n in fn.cfg.reverse_postorder():
+            line = fn.cfg.instrs[n].loc.line
+            if n not in (fn.cfg.ENTRY, fn.cfg.EXIT) and line not in held_by_line:
+                held_by_line[line] = tuple(sorted(f"{c}:{x}" for c, x in locks.held_at(fn, n)))
+        out.append(
+            FunctionFacts(
+                name=fn.name,
+                location=Location(fn.path, fn.loc.line, fn.loc.col),
+                end_line=fn.end_line,
+                callers=tuple(_edge(s.caller.name, s, locks) for s in program.callers(fn)),
+                callees=tuple(_edge(t.name, s, locks) for s, ts in program.callees(fn) for t in ts),
+                callers_known=not program.may_have_unknown_callers(fn),
+                entry_locks=tuple(sorted(f"{c}:{x}" for c, x in locks.entry_locks(fn))),
+                held_by_line=tuple(sorted(held_by_line.items())),
+            )
+        )
+    return tuple(out)
+
+
 def scan(
     tree: Path,
     paths: list[str] | None = None,
@@ -158,6 +204,7 @@ def scan(
         findings.extend(found)
         outcomes.append(outcome)
     return RunResult(
+        functions=function_facts(program, locks, findings),
         tool_version=__version__,
         tree=str(tree),
         paths=tuple(paths),

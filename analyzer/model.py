@@ -130,6 +130,29 @@ class RuleOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class CallEdge:
+    """One call between two functions, from the side of one of them."""
+
+    function: str  # the function at the other end
+    location: Location  # where the call is
+    held: tuple[str, ...]  # locks held at the call, as "class:expr"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionFacts:
+    """What an auditor needs of a function that appears in a trace."""
+
+    name: str
+    location: Location
+    end_line: int
+    callers: tuple[CallEdge, ...]
+    callees: tuple[CallEdge, ...]
+    callers_known: bool  # false when exported, address-taken or without callers
+    entry_locks: tuple[str, ...]  # held on entry, learned from every caller
+    held_by_line: tuple[tuple[int, tuple[str, ...]], ...]  # first statement of each line
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     tool_version: str
     tree: str
@@ -141,3 +164,4 @@ class RunResult:
     kernel_version: str | None = None
     diagnostics: tuple[str, ...] = field(default=())  # input errors, one line each
     left_out: int = 0  # findings not reported: in the baseline, suppressed, or rule ignored
+    functions: tuple[FunctionFacts, ...] = ()  # the functions that appear in traces
