@@ -152,7 +152,9 @@ def main() -> None:
     "--html",
     "html_out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Also write the HTML audit report into this folder (e.g. reports/html).",
+    is_flag=False,
+    flag_value="reports/html",
+    help="Also write the HTML audit report into this folder (alone: reports/html).",
 )
 @click.option(
     "--compare",

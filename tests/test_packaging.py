@@ -22,6 +22,8 @@ def test_wheel_carries_rules_and_finds_them(tmp_path: Path) -> None:
         z.extractall(site)
     assert "analyzer/_rules/tail-ref-race.yaml" in names
     assert "analyzer/_rules/api/locks.yaml" in names
+    for data in ("templates/index.html.j2", "templates/finding.html.j2", "report.css", "report.js"):
+        assert f"analyzer/report/html/{data}" in names
     probe = (
         "from analyzer.rules.loader import rules_dir, load_rules;"
         "print(rules_dir());print(load_rules()[0].id)"
