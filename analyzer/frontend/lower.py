@@ -6,6 +6,7 @@ This module and ``parse.py`` are the only ones that see tree-sitter nodes.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 from tree_sitter import Node
@@ -54,8 +55,13 @@ NORETURN = frozenset(
 _MACRO_ALIAS_RE = re.compile(r"^\s*\(?\s*([A-Za-z_]\w*)\s*(\(([^()]*)\))?\s*\)?\s*$")
 
 
-class LoweringError(Exception):
-    """A function whose body cannot be lowered; it is reported as skipped."""
+# Per-function budgets: a function over them is reported as skipped, with the reason.
+MAX_CFG_NODES = 250_000
+MAX_LOWERING_SECONDS = 20.0
+
+
+class BudgetError(Exception):
+    """A function over its size or time budget; it is reported as skipped."""
 
 
 def _text(node: Node | None) -> str:
@@ -158,11 +164,18 @@ class _Builder:
         self.locals: dict[str, TypeRef] = {}
         self.fnptr_stores: list[FnPtrStore] = []
         self.errors = 0
+        self.started = time.monotonic()
 
     def node(self, ins: Instr) -> int:
         self.instrs.append(ins)
         self.succs.append([])
-        return len(self.instrs) - 1
+        n = len(self.instrs)
+        if n % 4096 == 0:
+            if n > MAX_CFG_NODES:
+                raise BudgetError(f"over the size budget: more than {MAX_CFG_NODES} CFG nodes")
+            if time.monotonic() - self.started > MAX_LOWERING_SECONDS:
+                raise BudgetError(f"over the time budget: {MAX_LOWERING_SECONDS:.0f} s to lower")
+        return n - 1
 
     def connect(self, edges: list[Edge], target: int) -> None:
         for src, pol in edges:
@@ -581,6 +594,8 @@ def lower_function(
         lowering.stmt(body)
     except RecursionError:
         return Skipped(name, line, "nesting too deep to lower")
+    except BudgetError as e:
+        return Skipped(name, line, str(e))
     fn = Function(
         name=name,
         path=path,
