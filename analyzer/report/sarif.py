@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from analyzer.model import Finding, RunResult, Severity, TraceStep
 from analyzer.rules.loader import Rule
@@ -21,7 +22,8 @@ _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.NOTE: "
 def _location(step: TraceStep | None, path: str, line: int, column: int) -> dict[str, Any]:
     loc: dict[str, Any] = {
         "physicalLocation": {
-            "artifactLocation": {"uri": path, "uriBaseId": "SRCROOT"},
+            # A URI reference: spaces, quotes, '<' and non-ASCII are percent-encoded.
+            "artifactLocation": {"uri": quote(path, safe="/"), "uriBaseId": "SRCROOT"},
             "region": {"startLine": line, "startColumn": column},
         }
     }
