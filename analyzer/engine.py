@@ -128,11 +128,11 @@ def load_context(tree: Path, files: list[FileIR], api: KernelApi) -> list[FileIR
     return [context[p] for p in sorted(context)]
 
 
-def _edge(other: str, site: CallSite, locks: LockAnalysis) -> CallEdge:
-    """The call `site` seen from the function at its other end, named `other`."""
+def _edge(other: Function, site: CallSite, locks: LockAnalysis) -> CallEdge:
+    """The call `site` seen from the function at its other end, `other`."""
     held = tuple(sorted(f"{c}:{n}" for c, n in locks.held_at(site.caller, site.node)))
     loc = site.call.loc
-    return CallEdge(other, Location(site.caller.path, loc.line, loc.col), held)
+    return CallEdge(other.name, other.path, Location(site.caller.path, loc.line, loc.col), held)
 
 
 def function_facts(
@@ -161,8 +161,8 @@ def function_facts(
                 name=fn.name,
                 location=Location(fn.path, fn.loc.line, fn.loc.col),
                 end_line=fn.end_line,
-                callers=tuple(_edge(s.caller.name, s, locks) for s in program.callers(fn)),
-                callees=tuple(_edge(t.name, s, locks) for s, ts in program.callees(fn) for t in ts),
+                callers=tuple(_edge(s.caller, s, locks) for s in program.callers(fn)),
+                callees=tuple(_edge(t, s, locks) for s, ts in program.callees(fn) for t in ts),
                 callers_known=not program.may_have_unknown_callers(fn),
                 entry_locks=tuple(sorted(f"{c}:{x}" for c, x in locks.entry_locks(fn))),
                 held_by_line=tuple(sorted(held_by_line.items())),

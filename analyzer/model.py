@@ -134,6 +134,7 @@ class CallEdge:
     """One call between two functions, from the side of one of them."""
 
     function: str  # the function at the other end
+    function_path: str  # the file defining it
     location: Location  # where the call is
     held: tuple[str, ...]  # locks held at the call, as "class:expr"
 

@@ -50,7 +50,7 @@ UPDATE = os.environ.get("KREFAUDIT_UPDATE_GOLDEN") == "1"
 MAX_DIFF_LINES = 60
 
 HOSTILE_COMMENT = (
-    '/* </script><script>window.__pwned=1;alert(1)</script> '
+    "/* </script><script>window.__pwned=1;alert(1)</script> "
     '<img src=x onerror=alert(2)> & "quotes" */'
 )
 HOSTILE_NAME = 'wé <"x"> & y.c'
@@ -166,7 +166,11 @@ def check_golden(name: str, actual: str) -> None:
             )
         )
         shown = "\n".join(diff[:MAX_DIFF_LINES])
-        more = f"\n... {len(diff) - MAX_DIFF_LINES} more diff lines" if len(diff) > MAX_DIFF_LINES else ""
+        more = (
+            f"\n... {len(diff) - MAX_DIFF_LINES} more diff lines"
+            if len(diff) > MAX_DIFF_LINES
+            else ""
+        )
         pytest.fail(
             f"{name} differs from its golden file (KREFAUDIT_UPDATE_GOLDEN=1 rewrites it "
             f"after an intended change):\n{shown}{more}",
@@ -326,18 +330,22 @@ def test_compare_marks_new_unchanged_and_fixed(v31_result: RunResult, tmp_path: 
     prev.write_text(json.dumps(_previous_doc(v31_result, drop=2)), encoding="utf-8")
     view = build_in_repo(v31_result, previous=previous_fingerprints(prev))
     assert view.compared
-    assert [f.status for f in view.findings] == ["unchanged", "unchanged", "new", "unchanged", "unchanged"]
+    assert [f.status for f in view.findings] == [
+        "unchanged",
+        "unchanged",
+        "new",
+        "unchanged",
+        "unchanged",
+    ]
     assert [(x.rule_id, x.path, x.line, x.function) for x in view.fixed] == [
         ("tail-ref-race", "mm/gone.c", 7, "gone_fn")
     ]
     pages = render_pages(view)
     index = pages["index.html"]
-    assert "<th data-key=\"status\">Status</th>" in index
+    assert '<th data-key="status">Status</th>' in index
     assert index.count('<td class="status new">new</td>') == 1
     assert index.count('<td class="status unchanged">unchanged</td>') == 4
-    assert 'data-id="F0003"' in index and re.search(
-        r'data-id="F0003"[^>]*data-status="new"', index
-    )
+    assert 'data-id="F0003"' in index and re.search(r'data-id="F0003"[^>]*data-status="new"', index)
     assert "Fixed since the baseline (1)" in index
     assert "<code>mm/gone.c:7</code>" in index and "<code>gone_fn()</code>" in index
     assert "get_page() on a page that is no longer there" in index
@@ -346,7 +354,8 @@ def test_compare_marks_new_unchanged_and_fixed(v31_result: RunResult, tmp_path: 
 
 
 def test_compare_with_identical_result_fixes_nothing(v31_result: RunResult) -> None:
-    previous = {f.fingerprint: {} for f in v31_result.findings}
+    doc = json.loads(render_json(v31_result))
+    previous = {f["fingerprint"]: f for f in doc["findings"]}
     view = build_in_repo(v31_result, previous=previous)
     assert {f.status for f in view.findings} == {"unchanged"} and view.fixed == []
     assert "Fixed since the baseline (0)" in render_pages(view)["index.html"]
@@ -526,22 +535,16 @@ def test_trace_step_badges_point_at_trace_items(v31_folder: Path) -> None:
         if not name.startswith("finding-"):
             continue
         links = Links.of(page)
-        for _, attr, value in links.urls:
+        for _, _attr, value in links.urls:
             if value.startswith("#trace-"):
                 assert value[1:] in links.ids, (name, value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when several trace steps share a source line, the row only gets the id "
-    "of the first (step-N); the trace list's links to the other steps (#step-2, #step-4, "
-    "#step-9 in finding-0001.html) point at ids that do not exist",
-)
 def test_every_in_page_fragment_has_a_target(v31_folder: Path) -> None:
     broken = []
     for name, page in _html_pages(v31_folder):
         links = Links.of(page)
-        for _, attr, value in links.urls:
+        for _, _attr, value in links.urls:
             if value.startswith("#") and value[1:] not in links.ids:
                 broken.append(f"{name}{value}")
     assert broken == []
@@ -595,8 +598,10 @@ def test_hostile_file_name_is_escaped(hostile: tuple[Path, bool, RunResult, Path
     for name, text in _html_pages(out):
         assert '<"x">' not in text and "& y.c" not in text, name
     # the pages themselves keep plain names: links never carry the file name
-    assert all(re.fullmatch(r"(index|finding-\d{4}|fn-\d{4})\.html|report\.(css|js)", p.name)
-               for p in out.iterdir())
+    assert all(
+        re.fullmatch(r"(index|finding-\d{4}|fn-\d{4})\.html|report\.(css|js)", p.name)
+        for p in out.iterdir()
+    )
 
 
 def test_hostile_tree_path_is_escaped(tmp_path: Path) -> None:
@@ -608,7 +613,7 @@ def test_hostile_tree_path_is_escaped(tmp_path: Path) -> None:
     result = engine.scan(tree)
     view = build(result, tree, GENERATED)
     index = render_pages(view)["index.html"]
-    assert "tree &lt;b&gt;&#34;&amp;</code>" in index and "<b>\"&" not in index
+    assert "tree &lt;b&gt;&#34;&amp;</code>" in index and '<b>"&' not in index
 
 
 def _same_functions_in_two_files_view(
@@ -620,17 +625,36 @@ def _same_functions_in_two_files_view(
     return build(result, tree, GENERATED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: function pages link callees by name only (view.py _Builder.function, "
-    "near_path=False): with static functions of the same name in two files, "
-    "follow_ref_run() in mm/follow_ref.c links its callees to the other file's pages",
-)
 def test_callee_links_stay_in_the_callers_file(
     hostile: tuple[Path, bool, RunResult, Path],
 ) -> None:
     view = _same_functions_in_two_files_view(hostile)
     pages = {fn.page: fn for fn in view.functions}
-    run = next(fn for fn in view.functions if (fn.path, fn.name) == ("mm/follow_ref.c", "follow_ref_run"))
+    run = next(
+        fn for fn in view.functions if (fn.path, fn.name) == ("mm/follow_ref.c", "follow_ref_run")
+    )
     linked = [(e.function, pages[e.page].path) for e in run.callees if e.page is not None]
     assert linked and all(path == "mm/follow_ref.c" for _, path in linked), linked
+
+
+def _svg_boxes(f: FindingView) -> list[str]:
+    return re.findall(r'<text x="\d+" y="\d+" class="fn">([^<]*)</text>', str(f.svg))
+
+
+def test_call_path_svg_follows_the_page(v31_view: ReportView) -> None:
+    f1 = v31_view.findings[0]
+    assert _svg_boxes(f1) == [
+        "dio_refill_pages()",
+        "dio_get_page()",
+        "do_direct_IO()",
+        "submit_page_section()",
+        "dio_bio_add_page()",
+    ]
+    assert str(f1.svg).count('<g class="hop last">') == 1
+    # the call path ends at the reference: the caller context after it is not drawn
+    assert _svg_boxes(v31_view.findings[2]) == ["follow_ref_unlocked()"]
+
+
+def test_call_path_svg_stops_at_the_first_reference_step(v31_view: ReportView) -> None:
+    f4 = next(f for f in v31_view.findings if f.function == "follow_ref_foll")
+    assert _svg_boxes(f4) == ["follow_ref_foll()"]

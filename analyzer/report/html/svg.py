@@ -8,7 +8,8 @@ from markupsafe import Markup, escape
 from analyzer.model import TraceStep
 
 BOX_W, BOX_H, GAP, PAD = 420, 40, 34, 10
-MAX_LABEL = 70
+LABEL_W = 640  # room right of the arrows for the step that carried the page
+MAX_LABEL = 110
 
 
 def _short(text: str, n: int) -> str:
@@ -16,12 +17,16 @@ def _short(text: str, n: int) -> str:
 
 
 def call_path_svg(trace: tuple[TraceStep, ...]) -> Markup:
-    hops: list[tuple[str, str, str]] = []  # (function, first location, note leading in)
+    # (function, its first location, the step that carried the page into it: the last
+    # step of the function before)
+    hops: list[tuple[str, str, str]] = []
+    previous: TraceStep | None = None
     for s in trace:
         where = f"{s.location.path}:{s.location.line}"
         if not hops or hops[-1][0] != s.function:
-            hops.append((s.function, where, s.note))
-    width = BOX_W + 2 * PAD + 260
+            hops.append((s.function, where, previous.note if previous is not None else ""))
+        previous = s
+    width = BOX_W + 2 * PAD + LABEL_W
     height = PAD * 2 + len(hops) * BOX_H + max(len(hops) - 1, 0) * GAP
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="callpath" width="{width}" '

@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 from pygments.lexers.c_cpp import CLexer
 from pygments.token import STANDARD_TYPES, _TokenType
 
-from analyzer.model import Finding, FunctionFacts, RunResult, TraceStep
+from analyzer.model import CallEdge, Finding, FunctionFacts, RunResult, TraceStep
 from analyzer.report.html.svg import call_path_svg
 
 CONTEXT_LINES = 3
@@ -278,16 +278,13 @@ class _Builder:
         """The trace step at the reference itself: the call path ends there; the steps
         after it explain the lock context and the refcount model."""
         at = [i for i, s in enumerate(f.trace) if s.location == f.location]
-        return at[-1] if at else len(f.trace) - 1
+        return at[0] if at else len(f.trace) - 1
 
     def function(self, facts: FunctionFacts) -> FunctionView:
-        def edges(es: tuple[Any, ...], near_path: bool) -> tuple[EdgeView, ...]:
+        def edges(es: tuple[CallEdge, ...]) -> tuple[EdgeView, ...]:
             out = []
             for e in es:
-                page = None
-                for (p, name), pg in self.fn_pages.items():
-                    if name == e.function and (not near_path or p == e.location.path):
-                        page = pg
+                page = self.fn_pages.get((e.function_path, e.function))
                 out.append(
                     EdgeView(
                         e.function, page, e.location.path, e.location.line, _locks_text(e.held)
@@ -300,8 +297,8 @@ class _Builder:
             name=facts.name,
             path=facts.location.path,
             line=facts.location.line,
-            callers=edges(facts.callers, True),
-            callees=edges(facts.callees, False),
+            callers=edges(facts.callers),
+            callees=edges(facts.callees),
             callers_known=facts.callers_known,
             entry_locks=_locks_text(facts.entry_locks),
         )
@@ -336,7 +333,6 @@ def build(
         "rule": sorted(Counter(f.rule_id for f in findings).items()),
         "subsystem": sorted(Counter(f.subsystem for f in findings).items()),
         "file": sorted(Counter(f.path for f in findings).items()),
-        "function": sorted(Counter(f"{f.path}: {f.function}" for f in findings).items()),
     }
     return ReportView(
         title="krefaudit report",

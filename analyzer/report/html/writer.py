@@ -35,7 +35,9 @@ def render_pages(view: ReportView) -> dict[str, str]:
     pages: dict[str, str] = {
         "index.html": env.get_template("index.html.j2").render(view=view),
         "report.css": (HERE / "report.css").read_text()
-        + HtmlFormatter(style="default").get_style_defs("td.code"),  # type: ignore[no-untyped-call]
+        + HtmlFormatter(style="default", nobackground=True).get_style_defs(  # type: ignore[no-untyped-call]
+            "td.code"
+        ),
         "report.js": (HERE / "report.js").read_text(),
     }
     finding = env.get_template("finding.html.j2")
