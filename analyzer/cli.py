@@ -16,13 +16,13 @@ from typing import NoReturn
 
 import click
 
-from analyzer import __version__, engine
+from analyzer import __version__, engine, patchmode
 from analyzer.dataflow.locks import LockAnalysis
 from analyzer.program.model import Program
 from analyzer.program.tree import TreeError
 from analyzer.report import callgraph as cg
 from analyzer.report.html.writer import write_report
-from analyzer.report.json_report import coverage_dict, render_json
+from analyzer.report.json_report import coverage_dict, render_json, result_dict
 from analyzer.report.sarif import render_sarif
 from analyzer.report.text import coverage_lines, render_text
 from analyzer.rules.loader import RuleError, load_api, load_rules
@@ -308,6 +308,70 @@ def coverage(tree: Path, paths: tuple[str, ...], fmt: str, quiet: bool) -> None:
         return Exit.INPUT_ERROR if parsed.diagnostics else Exit.CLEAN
 
     _guard(run)
+
+
+def _report_comparison(cmp: patchmode.Comparison, fmt: str) -> int:
+    """Print new and fixed findings; exit 1 only for new ones."""
+    if fmt == "json":
+        doc = result_dict(dataclasses.replace(cmp.head, findings=cmp.new))
+        doc["fixed"] = result_dict(dataclasses.replace(cmp.base, findings=cmp.fixed))["findings"]
+        doc["touched"] = list(cmp.touched)
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        text = render_text(dataclasses.replace(cmp.head, findings=cmp.new))
+        click.echo(
+            "".join(ln + "\n" for ln in text.splitlines() if not ln.startswith("krefaudit:")),
+            nl=False,
+        )
+        for f in cmp.fixed:
+            loc = f.location
+            click.echo(f"krefaudit: fixed: {loc.path}:{loc.line}: {f.message} [{f.rule_id}]")
+        click.echo(
+            f"krefaudit: {len(cmp.new)} new, {len(cmp.fixed)} fixed finding(s);"
+            f" {len(cmp.touched)} file(s) touched; refcount model {cmp.head.refcount_model.name}"
+        )
+    return Exit.FINDINGS if cmp.new else Exit.CLEAN
+
+
+@main.command("check-range")
+@click.argument("repo", type=click.Path(file_okay=False, path_type=Path), metavar="REPO")
+@click.argument("rev_range", metavar="BASE..HEAD")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@jobs_opt
+@quiet_opt
+def check_range(repo: Path, rev_range: str, fmt: str, jobs: int, quiet: bool) -> None:
+    """Findings that BASE..HEAD of the git repository REPO introduces (and fixes)."""
+    _guard(
+        lambda: _report_comparison(
+            patchmode.check_range(repo, rev_range, jobs, Progress(quiet)), fmt
+        )
+    )
+
+
+@main.command("check-patch")
+@tree_arg
+@click.argument(
+    "patches",
+    nargs=-1,
+    required=True,
+    metavar="PATCH...",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@jobs_opt
+@quiet_opt
+def check_patch(tree: Path, patches: tuple[Path, ...], fmt: str, jobs: int, quiet: bool) -> None:
+    """Findings that PATCHes (git format-patch or git diff output, applied in order with
+    patch -p1 to a copy of the touched directories) introduce in TREE (and fix)."""
+    _guard(
+        lambda: _report_comparison(
+            patchmode.check_patch(tree, list(patches), jobs, Progress(quiet)), fmt
+        )
+    )
 
 
 @main.group()
