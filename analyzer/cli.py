@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import click
 
-from analyzer import __version__, engine, patchmode
+from analyzer import __version__, engine, kbuild, patchmode
 from analyzer.dataflow.locks import LockAnalysis
 from analyzer.program.model import Program
 from analyzer.program.tree import TreeError
@@ -372,6 +372,55 @@ def check_patch(tree: Path, patches: tuple[Path, ...], fmt: str, jobs: int, quie
             patchmode.check_patch(tree, list(patches), jobs, Progress(quiet)), fmt
         )
     )
+
+
+@main.command(
+    "kbuild-check",
+    # Compiler flags like -fshort-wchar would read as clusters of short options, -h among
+    # them: this command has no short options at all, and its own options come first.
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+        "help_option_names": ["--help"],
+    },
+)
+@click.option(
+    "--precise",
+    is_flag=True,
+    help="Preprocess with the real flags (gcc -E) and analyze the expanded code.",
+)
+@click.option("--werror", is_flag=True, help="Exit 1 when there are findings.")
+@click.option("--refcount-model", type=click.Choice(MODELS), help="As for scan.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def kbuild_check(
+    precise: bool, werror: bool, refcount_model: str | None, args: tuple[str, ...]
+) -> None:
+    """Check one file as kbuild's CHECK program: `make C=1 CHECK="krefaudit kbuild-check"`.
+    Accepts the flags sparse receives (-D, -I, -include, -W..., -m..., -f..., the file)."""
+
+    def run() -> int:
+        try:
+            inv = kbuild.parse_args(list(args))
+        except ValueError as e:
+            _fail(str(e))
+        compiler = os.environ.get("KREFAUDIT_CC") or os.environ.get("CC") or "gcc"
+        try:
+            result = kbuild.check(inv, Path.cwd(), precise, compiler, refcount_model)
+        except ValueError as e:
+            _fail(str(e))
+        for f in result.findings:
+            loc = f.location
+            click.echo(
+                f"{loc.path}:{loc.line}:{loc.column}: {f.severity.value}: {f.message} [{f.rule_id}]"
+            )
+            for s in f.trace:
+                sl = s.location
+                click.echo(f"  {sl.path}:{sl.line}:{sl.column}: note: {s.note}")
+        for d in result.diagnostics:
+            click.echo(f"krefaudit: error: {d}", err=True)
+        return Exit.FINDINGS if werror and result.findings else Exit.CLEAN
+
+    _guard(run)
 
 
 @main.group()

@@ -43,6 +43,35 @@ def _tree(version: str) -> Path:
     return root
 
 
+def _full_tree(version: str) -> Path:
+    """The whole tree, configured (`make defconfig`) and prepared (`make prepare`), for
+    kbuild runs. KREFAUDIT_TREE_<V>_FULL points at one to use instead."""
+    env = os.environ.get(f"KREFAUDIT_TREE_{version.replace('.', '_')}_FULL")
+    name = f"linux-source-{version}"
+    root = Path(env) if env else _CACHE / "full" / name
+    done = root / ".krefaudit-prepared"
+    if done.exists():
+        return root
+    if not root.exists():
+        tarball = Path("/usr/src") / f"{name}.tar.xz"
+        if not tarball.exists():
+            message = f"{tarball} missing: apt-get install {name}"
+            if os.environ.get("KREFAUDIT_REQUIRE_REAL_TREES") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
+        (_CACHE / "full").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["tar", "-xJf", str(tarball), "-C", str(_CACHE / "full")], check=True)
+    for target in (["defconfig"], ["-j2", "prepare"]):
+        subprocess.run(["make", *target], cwd=root, check=True, capture_output=True)
+    done.touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def tree_6_1_full() -> Path:
+    return _full_tree("6.1")
+
+
 @pytest.fixture(scope="session")
 def tree_6_1() -> Path:
     return _tree("6.1")

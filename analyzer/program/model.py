@@ -32,6 +32,7 @@ class Program:
         self.globals: dict[str, list[Function]] = defaultdict(list)
         self.statics: dict[tuple[str, str], Function] = {}
         self.header_statics: dict[str, list[Function]] = defaultdict(list)
+        self.statics_by_name: dict[str, list[Function]] = defaultdict(list)
         self.by_key: dict[str, Function] = {}
         self.prototypes: dict[str, tuple[Param, ...]] = {}
         self.struct_fields: dict[str, dict[str, TypeRef]] = defaultdict(dict)
@@ -49,6 +50,7 @@ class Program:
         for fn in f.functions:
             if fn.static:
                 self.statics[(f.path, fn.name)] = fn
+                self.statics_by_name[fn.name].append(fn)
                 if f.path.endswith(".h"):
                     self.header_statics[fn.name].append(fn)
             else:
@@ -76,6 +78,15 @@ class Program:
             name = self.macro_aliases[name]
             seen.add(name)
         return name
+
+    def any_definition(self, name: str) -> list[Function]:
+        """Definitions of `name` wherever they are: globals, then header statics, then
+        statics of any file (a preprocessed file holds its headers' inline functions)."""
+        return (
+            self.globals.get(name)
+            or self.header_statics.get(name)
+            or self.statics_by_name.get(name, [])
+        )
 
     def definitions(self, name: str, path: str | None = None) -> list[Function]:
         if path is not None and (path, name) in self.statics:

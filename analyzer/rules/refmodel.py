@@ -35,7 +35,7 @@ def detect(
     if override is not None:
         m = models[override]
         return ModelEvidence(m.name, m.summary, "override")
-    defs = sorted(program.definitions("get_page"), key=lambda f: (f.path, f.loc))
+    defs = sorted(program.any_definition("get_page"), key=lambda f: (f.path, f.loc))
     if not defs:
         m = models[api.refs.default_model]
         return ModelEvidence(m.name, m.summary, "default")
