@@ -226,3 +226,10 @@ def test_deep_nesting_is_skipped_not_crashed() -> None:
     ir = lower(src)
     assert "g" in [f.name for f in ir.functions]
     assert [s.name for s in ir.skipped] in (["f"], [])
+
+
+def test_macro_headed_function_is_lowered() -> None:
+    ir = lower("DEFINE_INTERRUPT_HANDLER_ASYNC(doorbell_exception)\n{\n\tirq_enter();\n}\n")
+    (fn,) = ir.functions
+    assert fn.name == "doorbell_exception" and fn.status is Status.RECOVERED
+    assert callees(fn) == ["irq_enter"]

@@ -581,9 +581,13 @@ def lower_function(
     name, _ptr, fdecl = _declarator_name(decl)
     body = n.child_by_field_name("body")
     line = n.start_point[0] + 1
-    if name is None or fdecl is None or body is None:
+    if name is None or body is None:
         return Skipped(name or _text(decl)[:40] or "?", line, "function declarator not understood")
-    params = _params(fdecl)
+    # `DEFINE_INTERRUPT_HANDLER(name) { ... }` reads as a type and a parenthesized name:
+    # a function whose head a macro writes. Its body is lowered; its parameters, hidden
+    # in the macro, are unknown, so it counts as recovered.
+    macro_head = fdecl is None
+    params = _params(fdecl) if fdecl is not None else ()
     specs = {_text(c) for c in n.children if c.type == "storage_class_specifier"}
     b = _Builder(_loc(n), Loc(n.end_point[0] + 1, n.end_point[1] + 1))
     for p in params:
@@ -608,7 +612,7 @@ def lower_function(
         locals=b.locals,
         annotations=annotations,
         cfg=b.cfg(),
-        status=Status.RECOVERED if (b.errors or n.has_error) else Status.CLEAN,
+        status=Status.RECOVERED if (b.errors or n.has_error or macro_head) else Status.CLEAN,
     )
     fnptr_stores.extend(b.fnptr_stores)
     return fn

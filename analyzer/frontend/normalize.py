@@ -50,29 +50,32 @@ _KEYWORDS = frozenset(
     b"case goto _Static_assert static_assert _Generic __builtin_offsetof offsetof".split()
 )
 
-_BARE_RE = re.compile(rb"\b(?:" + "|".join(_BARE_ANNOTATIONS.split()).encode() + rb")\b")
-_CALL_RE = re.compile(
-    rb"\b(" + "|".join(_CALL_ANNOTATIONS.split() + list(LOCK_ANNOTATIONS)).encode() + rb")\s*\("
+_BARE_WORDS = frozenset(w.encode() for w in _BARE_ANNOTATIONS.split())
+_CALL_WORDS = frozenset(w.encode() for w in [*_CALL_ANNOTATIONS.split(), *LOCK_ANNOTATIONS])
+# Candidates only: the regex engine matches these prefixes fast, a set lookup decides
+# (an alternation of a hundred words is tried word by word at every position).
+_ANNOTATION_RE = re.compile(
+    rb"\b(?:__\w++|noinline\w*+|asmlinkage|notrace|noinstr)\b(?P<call>\s*+\()?+"
 )
 # Comments, strings, character literals and preprocessor lines: regions where braces and
 # parentheses do not count.
 _OPAQUE_RE = re.compile(
-    rb"/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'"
-    rb"|^[ \t]*\#(?:[^\n\\]|\\.)*",
+    rb"/\*.*?\*/|//[^\n]*+|\"(?:\\.|[^\"\\\n]++)*+\"|'(?:\\.|[^'\\\n]++)*+'"
+    rb"|^[ \t]*+\#(?:[^\n\\]++|\\.)*+",
     re.S | re.M,
 )
-_BRACE_RE = re.compile(rb"[{}]")
-_BRACKET_RE = re.compile(rb"[(){}]")
 _DIRECTIVE_RE = re.compile(
     rb"^[ \t]*\#[ \t]*(?P<kind>ifdef|ifndef|if|elif|else|endif)\b(?P<rest>(?:[^\n\\]|\\.)*)",
     re.M | re.S,
 )
 # Balanced parentheses, three levels deep, matched by the regex engine.
-_BALANCED = rb"\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)"
+_BALANCED = rb"\((?:[^()]++|\((?:[^()]++|\([^()]*+\))*+\))*+\)"
 # A call at the start of a statement followed by a block or another statement: only an
 # iterator macro looks like that.
 _STMT_MACRO_RE = re.compile(
-    rb"(?:[;{}:)]|\belse)\s*(?P<name>[A-Za-z_]\w*)\s*" + _BALANCED + rb"(?=\s*[{A-Za-z_])"
+    # One character starts the match (';', braces, ':', ')' or the 'e' ending `else`), so
+    # the regex engine can scan for it; the `else` case is confirmed in Python.
+    rb"[;{}:)e]\s*+(?P<name>[A-Za-z_]\w*+)\s*+" + _BALANCED + rb"(?=\s*[{A-Za-z_])"
 )
 _DEFINE_RE = re.compile(
     rb"^(?P<macro>(?:COMPAT_)?SYSCALL_DEFINE(?P<n>[0-6])|BPF_CALL_(?P<bn>[0-5]))"
@@ -138,15 +141,19 @@ def _blank_annotations(
     buf: bytearray, src: bytes, starts: list[int], ends: list[int]
 ) -> list[Annotation]:
     found: list[Annotation] = []
-    for m in _BARE_RE.finditer(src):
-        _blank(buf, m.start(), m.end())
-    for m in _CALL_RE.finditer(src):
+    for m in _ANNOTATION_RE.finditer(src):
+        word = src[m.start() : m.end()].split(b"(")[0].rstrip()
+        if word in _BARE_WORDS:
+            _blank(buf, m.start(), m.start() + len(word))
+            continue
+        if m.group("call") is None or word not in _CALL_WORDS:
+            continue
         if _in_opaque(starts, ends, m.start()):
             continue
         close = _matching_paren(buf, m.end() - 1)
         if close < 0:
             continue
-        kind = m.group(1).decode()
+        kind = word.decode()
         if kind in LOCK_ANNOTATIONS:
             arg = src[m.end() : close].decode("utf-8", "replace").strip()
             found.append(Annotation(m.start(), kind, " ".join(arg.split())))
@@ -187,31 +194,56 @@ def _rewrite_function_macros(buf: bytearray) -> None:
                 nth += 1
 
 
-def _rewrite_iterators(buf: bytearray, src: bytes, starts: list[int], ends: list[int]) -> None:
+def _masked(src: bytes, starts: list[int], ends: list[int]) -> bytes:
+    """`src` with comments, strings, character literals and preprocessor lines zeroed,
+    so that counting brackets in it counts only code."""
+    buf = bytearray(src)
+    for s, e in zip(starts, ends, strict=True):
+        buf[s:e] = bytes(e - s)
+    return bytes(buf)
+
+
+def _depths(masked: bytes, offsets: list[int], opening: bytes, closing: bytes) -> dict[int, int]:
+    """Nesting depth of `opening`/`closing` at each offset, in one pass over the text
+    (the counting runs in C)."""
+    out: dict[int, int] = {}
+    depth = prev = 0
+    for off in sorted(set(offsets)):
+        depth += masked.count(opening, prev, off) - masked.count(closing, prev, off)
+        out[off] = depth
+        prev = off
+    return out
+
+
+def _after_else(src: bytes, e_at: int) -> bool:
+    """Whether the 'e' at `e_at` ends the keyword `else`."""
+    start = e_at - 3
+    return (
+        start >= 0
+        and src[start : e_at + 1] == b"else"
+        and (start == 0 or not (chr(src[start - 1]).isalnum() or src[start - 1] == 0x5F))
+    )
+
+
+def _rewrite_iterators(buf: bytearray, src: bytes, masked: bytes) -> None:
     """``name(args) {`` or ``name(args) stmt;`` at statement level inside a function body
     (an iterator macro: ``list_for_each_entry``, ``for_each_online_cpu``, ...) becomes
     ``while(args)``, padded to the same length, so its body is a loop body."""
-    brace_pos: list[int] = []
-    depth_after: list[int] = []
-    depth = 0
-    for m in _BRACE_RE.finditer(src):
-        if _in_opaque(starts, ends, m.start()):
-            continue
-        depth += 1 if m.group() == b"{" else -1
-        brace_pos.append(m.start())
-        depth_after.append(depth)
-    for m in _STMT_MACRO_RE.finditer(src):
-        name = m.group("name")
-        name_start = m.start("name")
-        if name in _KEYWORDS or len(name) < 5 or _in_opaque(starts, ends, name_start):
-            continue
-        k = bisect.bisect_left(brace_pos, name_start) - 1
-        if k < 0 or depth_after[k] <= 0:
-            continue
-        buf[name_start : name_start + len(name)] = b"while" + b" " * (len(name) - 5)
+    found = [
+        (m.start("name"), m.group("name"))
+        for m in _STMT_MACRO_RE.finditer(src)
+        if (src[m.start()] != 0x65 or _after_else(src, m.start()))
+        and m.group("name") not in _KEYWORDS
+        and len(m.group("name")) >= 5
+        and masked[m.start("name")] != 0
+    ]
+    depth = _depths(masked, [start for start, _ in found], b"{", b"}")
+    for start, name in found:
+        if depth[start] > 0:
+            buf[start : start + len(name)] = b"while" + b" " * (len(name) - 5)
 
 
-def _resolve_conditionals(buf: bytearray, src: bytes, starts: list[int], ends: list[int]) -> None:
+def _resolve_conditionals(buf: bytearray, src: bytes, masked: bytes) -> None:
     """Make ``#if`` groups parseable without choosing a configuration where possible.
 
     - A group inside parentheses (``#ifdef`` between call arguments) cannot be parsed:
@@ -220,30 +252,6 @@ def _resolve_conditionals(buf: bytearray, src: bytes, starts: list[int], ends: l
       (``#ifdef X if (a) { #else if (b) { #endif``) keeps only its first branch.
     - ``#if 0`` blocks are dead code: their first branch is blanked.
     """
-    pos: list[int] = []
-    paren: list[int] = []
-    brace: list[int] = []
-    p = b = 0
-    for m in _BRACKET_RE.finditer(src):
-        if _in_opaque(starts, ends, m.start()):
-            continue
-        c = m.group()
-        if c == b"(":
-            p += 1
-        elif c == b")":
-            p -= 1
-        elif c == b"{":
-            b += 1
-        else:
-            b -= 1
-        pos.append(m.start())
-        paren.append(p)
-        brace.append(b)
-
-    def depth_at(offset: int) -> tuple[int, int]:
-        k = bisect.bisect_left(pos, offset) - 1
-        return (paren[k], brace[k]) if k >= 0 else (0, 0)
-
     groups: list[list[re.Match[bytes]]] = []
     stack: list[list[re.Match[bytes]]] = []
     for m in _DIRECTIVE_RE.finditer(src):
@@ -254,12 +262,17 @@ def _resolve_conditionals(buf: bytearray, src: bytes, starts: list[int], ends: l
             stack[-1].append(m)
             if kind == b"endif":
                 groups.append(stack.pop())
+    if not groups:
+        return
+    offsets = [off for g in groups for d in g for off in (d.start(), d.end())]
+    paren = _depths(masked, offsets, b"(", b")")
+    brace = _depths(masked, offsets, b"{", b"}")
     for g in groups:
-        if depth_at(g[0].start())[0] > 0:
+        if paren[g[0].start()] > 0:
             for d in g:
                 _blank(buf, d.start(), d.end())
             continue
-        deltas = {depth_at(z.start())[1] - depth_at(a.end())[1] for a, z in itertools.pairwise(g)}
+        deltas = {brace[z.start()] - brace[a.end()] for a, z in itertools.pairwise(g)}
         if g[0].group("kind") == b"if" and g[0].group("rest").strip() == b"0":
             _blank(buf, g[0].start(), g[1].start())
         elif len(deltas) > 1:
@@ -271,9 +284,10 @@ def _resolve_conditionals(buf: bytearray, src: bytes, starts: list[int], ends: l
 def normalize(src: bytes) -> Normalized:
     buf = bytearray(src)
     starts, ends = _opaque_mask(src)
-    _resolve_conditionals(buf, src, starts, ends)
+    masked = _masked(src, starts, ends)
+    _resolve_conditionals(buf, src, masked)
     annotations = _blank_annotations(buf, src, starts, ends)
     _rewrite_function_macros(buf)
-    _rewrite_iterators(buf, bytes(buf), starts, ends)
+    _rewrite_iterators(buf, bytes(buf), masked)
     exports = frozenset(m.group(1).decode() for m in _EXPORT_RE.finditer(src))
     return Normalized(bytes(buf), tuple(annotations), exports)
