@@ -19,6 +19,17 @@ _MEMBERS = ("mm", "fs", "include", "arch/x86/include", "arch/x86/mm", "io_uring"
 _CACHE = Path(os.environ.get("KREFAUDIT_TREE_CACHE", Path.home() / ".cache" / "krefaudit-trees"))
 
 
+def _tarball(name: str) -> Path:
+    """The Debian package's tarball; its absence skips, or fails under .ci/run."""
+    tarball = Path("/usr/src") / f"{name}.tar.xz"
+    if not tarball.exists():
+        message = f"{tarball} missing: apt-get install {name}"
+        if os.environ.get("KREFAUDIT_REQUIRE_REAL_TREES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return tarball
+
+
 def _tree(version: str) -> Path:
     env = os.environ.get(f"KREFAUDIT_TREE_{version.replace('.', '_')}")
     if env:
@@ -28,12 +39,7 @@ def _tree(version: str) -> Path:
     done = root / ".krefaudit-unpacked"
     if done.exists():
         return root
-    tarball = Path("/usr/src") / f"{name}.tar.xz"
-    if not tarball.exists():
-        message = f"{tarball} missing: apt-get install {name}"
-        if os.environ.get("KREFAUDIT_REQUIRE_REAL_TREES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    tarball = _tarball(name)
     _CACHE.mkdir(parents=True, exist_ok=True)
     members = [f"{name}/{m}" for m in _MEMBERS]
     subprocess.run(
@@ -53,12 +59,7 @@ def _full_tree(version: str) -> Path:
     if done.exists():
         return root
     if not root.exists():
-        tarball = Path("/usr/src") / f"{name}.tar.xz"
-        if not tarball.exists():
-            message = f"{tarball} missing: apt-get install {name}"
-            if os.environ.get("KREFAUDIT_REQUIRE_REAL_TREES") == "1":
-                pytest.fail(message)
-            pytest.skip(message)
+        tarball = _tarball(name)
         (_CACHE / "full").mkdir(parents=True, exist_ok=True)
         subprocess.run(["tar", "-xJf", str(tarball), "-C", str(_CACHE / "full")], check=True)
     for target in (["defconfig"], ["-j2", "prepare"]):
