@@ -115,7 +115,7 @@ class Provenance:
         self.sites: dict[tuple[str, int, int], RefSite] = {}
         self.skipped: list[tuple[Function, str]] = []
         self._order = {
-            fn.key: i for i, fn in enumerate([*program.functions(), *program._context_functions()])
+            fn.key: i for i, fn in enumerate([*program.functions(), *program.context_functions()])
         }
         self._readers: dict[str, list[Function]] | None = None
         self._dirty: set[tuple[str, str]] = set()

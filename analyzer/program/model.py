@@ -118,14 +118,15 @@ class Program:
     def callers(self, fn: Function) -> list[CallSite]:
         if self._callers is None:
             callers: dict[str, list[CallSite]] = defaultdict(list)
-            for caller in [*self.functions(), *self._context_functions()]:
+            for caller in [*self.functions(), *self.context_functions()]:
                 for site, targets in self.callees(caller):
                     for t in targets:
                         callers[t.key].append(site)
             self._callers = callers
         return self._callers.get(fn.key, [])
 
-    def _context_functions(self) -> list[Function]:
+    def context_functions(self) -> list[Function]:
+        """Functions of the headers read for context, in file and line order."""
         return [fn for p in sorted(self.context) for fn in self.context[p].functions]
 
     def may_have_unknown_callers(self, fn: Function) -> bool:
