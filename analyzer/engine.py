@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -171,6 +172,20 @@ def function_facts(
     return tuple(out)
 
 
+def _with_skipped(cov: Coverage, skipped: list[SkippedFunction]) -> Coverage:
+    """Coverage with the functions the analyses gave up on (their budget ran out)."""
+    if not skipped:
+        return cov
+    return Coverage(
+        tuple(
+            dataclasses.replace(
+                f, skipped=f.skipped + tuple(s for s in skipped if s.path == f.path)
+            )
+            for f in cov.files
+        )
+    )
+
+
 def scan(
     tree: Path,
     paths: list[str] | None = None,
@@ -190,14 +205,17 @@ def scan(
     model = refmodel.detect(program, api, locks, refcount_model)
     findings: list[Finding] = []
     outcomes = []
+    analysis_skipped: list[SkippedFunction] = []
     diagnostics = parsed.diagnostics
     for rule in rules:
         if progress is not None:
             progress(f"checking {rule.id}")
         provenance = Provenance(program, api.gup, {s: api.refs.reference[s] for s in rule.sinks})
         sites = provenance.run()
-        for fn, why in provenance.skipped:
-            diagnostics.append(f"{fn.path}:{fn.loc.line}: {fn.name}: analysis skipped: {why}")
+        analysis_skipped.extend(
+            SkippedFunction(fn.path, fn.name, fn.loc.line, f"{rule.id} analysis: {why}")
+            for fn, why in provenance.skipped
+        )
         found, outcome = TailRefRace(rule, program, api, locks, model, provenance.arrivals).check(
             sites
         )
@@ -209,7 +227,7 @@ def scan(
         tree=str(tree),
         paths=tuple(paths),
         refcount_model=model,
-        coverage=parsed.coverage,
+        coverage=_with_skipped(parsed.coverage, analysis_skipped),
         findings=tuple(sorted(findings, key=lambda f: f.sort_key)),
         outcomes=tuple(outcomes),
         kernel_version=kernel_version(tree),
