@@ -49,28 +49,34 @@ def _tree(version: str) -> Path:
     return root
 
 
-def _full_tree(version: str) -> Path:
-    """The whole tree, configured (`make defconfig`) and prepared (`make prepare`), for
-    kbuild runs. KREFAUDIT_TREE_<V>_FULL points at one to use instead."""
+def _full_tree(version: str, prepare: bool) -> Path:
+    """The whole tree; with `prepare`, configured (`make defconfig`) and prepared
+    (`make prepare`) for kbuild runs. KREFAUDIT_TREE_<V>_FULL points at one to use."""
     env = os.environ.get(f"KREFAUDIT_TREE_{version.replace('.', '_')}_FULL")
     name = f"linux-source-{version}"
     root = Path(env) if env else _CACHE / "full" / name
-    done = root / ".krefaudit-prepared"
-    if done.exists():
-        return root
-    if not root.exists():
+    unpacked = root / ".krefaudit-unpacked"
+    if not env and not unpacked.exists():
         tarball = _tarball(name)
         (_CACHE / "full").mkdir(parents=True, exist_ok=True)
         subprocess.run(["tar", "-xJf", str(tarball), "-C", str(_CACHE / "full")], check=True)
-    for target in (["defconfig"], ["-j2", "prepare"]):
-        subprocess.run(["make", *target], cwd=root, check=True, capture_output=True)
-    done.touch()
+        unpacked.touch()
+    prepared = root / ".krefaudit-prepared"
+    if prepare and not prepared.exists():
+        for target in (["defconfig"], ["-j2", "prepare"]):
+            subprocess.run(["make", *target], cwd=root, check=True, capture_output=True)
+        prepared.touch()
     return root
 
 
 @pytest.fixture(scope="session")
 def tree_6_1_full() -> Path:
-    return _full_tree("6.1")
+    return _full_tree("6.1", prepare=True)
+
+
+@pytest.fixture(scope="session")
+def tree_6_12_full() -> Path:
+    return _full_tree("6.12", prepare=False)
 
 
 @pytest.fixture(scope="session")

@@ -186,3 +186,44 @@ def test_kbuild_integration_precise_mode(tree_6_1_full: Path) -> None:
     warnings = [ln.split(": warning:")[0] for ln in done.stdout.splitlines() if ": warning:" in ln]
     assert warnings == ["fs/direct-io.c:711:3", "fs/direct-io.c:833:2"]
     assert "  fs/direct-io.c:172:8: note: iov_iter_get_pages2() stores" in done.stdout
+
+
+def _front_end_one(job: tuple[Path, str]) -> tuple[str, int, int, int, str | None]:
+    from analyzer.frontend.parse import InputError, parse_file
+
+    tree, rel = job
+    try:
+        ir = parse_file(tree / rel, rel)
+    except InputError as e:
+        return rel, 0, 0, 0, f"refused: {e}"
+    except Exception as e:  # noqa: BLE001 - a crash is what this test looks for
+        return rel, 0, 0, 0, f"crash: {e!r}"
+    recovered = sum(fn.status.value == "recovered" for fn in ir.functions)
+    return rel, len(ir.functions), recovered, len(ir.skipped), None
+
+
+@pytest.mark.parametrize("version", ["6.1", "6.12"])
+def test_every_c_file_goes_through_the_front_end(
+    version: str, request: pytest.FixtureRequest
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    tree = request.getfixturevalue(f"tree_{version.replace('.', '_')}_full")
+    files = sorted(
+        p.relative_to(tree).as_posix()
+        for p in tree.rglob("*.c")
+        if p.is_file() and not p.is_symlink()
+    )
+    with ProcessPoolExecutor(2) as pool:
+        results = list(pool.map(_front_end_one, [(tree, f) for f in files], chunksize=64))
+    errors = [f"{rel}: {err}" for rel, *_n, err in results if err]
+    functions = sum(r[1] for r in results)
+    skipped = sum(r[3] for r in results)
+    print(
+        f"\n{version}: {len(files)} .c files, {functions} functions,"
+        f" {sum(r[2] for r in results)} recovered, {skipped} skipped;"
+        f" per-file errors: {errors or 'none'}"
+    )
+    assert len(files) > 30_000
+    assert not errors
+    assert skipped / max(functions, 1) < 0.001
