@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import click
 
 from analyzer import __version__, engine, kbuild, patchmode
 from analyzer.dataflow.locks import LockAnalysis
+from analyzer.fsutil import write_atomically
 from analyzer.program.model import Program
 from analyzer.program.tree import TreeError
 from analyzer.report import callgraph as cg
@@ -54,20 +54,6 @@ def generated_at() -> str:
         datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
     )
     return when.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: a reader never sees
-    a partial file, and an interrupted run leaves the previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Progress:

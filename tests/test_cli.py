@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -129,3 +130,13 @@ def test_output_does_not_depend_on_jobs() -> None:
     one = run("scan", str(FIXTURES), "tail-ref-race", "-j", "1", "--format", "json")
     two = run("scan", str(FIXTURES), "tail-ref-race", "-j", "2", "--format", "json")
     assert one == two and one[0] == 1
+
+
+def test_reports_get_the_umask_modes(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        run("scan", str(V31), "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "h"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "h").stat().st_mode & 0o777 == 0o755

@@ -4,6 +4,7 @@ swapped in, so an interrupted run leaves the previous report whole."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pygments.formatters import HtmlFormatter
 
+from analyzer.fsutil import current_umask
 from analyzer.model import RunResult
 from analyzer.report.html.view import ReportView, build, previous_fingerprints
 
@@ -64,6 +66,7 @@ def write_report(
     pages = render_pages(build(result, tree, generated, previous))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the report
     try:
         for name, text in pages.items():
             (tmp / name).write_text(text, encoding="utf-8")
