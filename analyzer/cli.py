@@ -24,7 +24,7 @@ from analyzer.report import callgraph as cg
 from analyzer.report.html.writer import write_report
 from analyzer.report.json_report import coverage_dict, render_json, result_dict
 from analyzer.report.sarif import render_sarif
-from analyzer.report.text import coverage_lines, render_text
+from analyzer.report.text import coverage_lines, finding_lines, render_text
 from analyzer.rules.loader import RuleError, load_api, load_rules
 from analyzer.triage import Triage, read_baseline, read_suppressions, render_baseline
 
@@ -304,11 +304,8 @@ def _report_comparison(cmp: patchmode.Comparison, fmt: str) -> int:
         doc["touched"] = list(cmp.touched)
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
-        text = render_text(dataclasses.replace(cmp.head, findings=cmp.new))
-        click.echo(
-            "".join(ln + "\n" for ln in text.splitlines() if not ln.startswith("krefaudit:")),
-            nl=False,
-        )
+        for line in finding_lines(cmp.new):
+            click.echo(line)
         for f in cmp.fixed:
             loc = f.location
             click.echo(f"krefaudit: fixed: {loc.path}:{loc.line}: {f.message} [{f.rule_id}]")
@@ -394,14 +391,8 @@ def kbuild_check(
             result = kbuild.check(inv, Path.cwd(), precise, compiler, refcount_model)
         except ValueError as e:
             _fail(str(e))
-        for f in result.findings:
-            loc = f.location
-            click.echo(
-                f"{loc.path}:{loc.line}:{loc.column}: {f.severity.value}: {f.message} [{f.rule_id}]"
-            )
-            for s in f.trace:
-                sl = s.location
-                click.echo(f"  {sl.path}:{sl.line}:{sl.column}: note: {s.note}")
+        for line in finding_lines(result.findings, with_locks=False):
+            click.echo(line)
         for d in result.diagnostics:
             click.echo(f"krefaudit: error: {d}", err=True)
         return Exit.FINDINGS if werror and result.findings else Exit.CLEAN

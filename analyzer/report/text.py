@@ -3,13 +3,25 @@ as indented `note:` lines, then a short summary of the run."""
 
 from __future__ import annotations
 
-from analyzer.model import Coverage, RunResult, TraceStep
+from analyzer.model import Coverage, Finding, RunResult, TraceStep
 
 
-def _note(step: TraceStep) -> str:
+def _note(step: TraceStep, with_locks: bool) -> str:
     loc = step.location
-    locks = f" [held: {', '.join(step.locks)}]" if step.locks else ""
+    locks = f" [held: {', '.join(step.locks)}]" if step.locks and with_locks else ""
     return f"  {loc.path}:{loc.line}:{loc.column}: note: {step.note}{locks}"
+
+
+def finding_lines(findings: tuple[Finding, ...], with_locks: bool = True) -> list[str]:
+    """Each finding as a gcc-style warning line followed by its trace as note lines."""
+    out: list[str] = []
+    for f in findings:
+        loc = f.location
+        out.append(
+            f"{loc.path}:{loc.line}:{loc.column}: {f.severity.value}: {f.message} [{f.rule_id}]"
+        )
+        out.extend(_note(s, with_locks) for s in f.trace)
+    return out
 
 
 def model_line(result: RunResult) -> str:
@@ -54,12 +66,6 @@ def coverage_lines(cov: Coverage, diagnostics: tuple[str, ...] | list[str]) -> l
 
 
 def render_text(result: RunResult) -> str:
-    out: list[str] = []
-    for f in result.findings:
-        loc = f.location
-        out.append(
-            f"{loc.path}:{loc.line}:{loc.column}: {f.severity.value}: {f.message} [{f.rule_id}]"
-        )
-        out.extend(_note(s) for s in f.trace)
+    out = finding_lines(result.findings)
     out.extend(f"krefaudit: {line}" for line in summary_lines(result))
     return "\n".join(out) + "\n"
