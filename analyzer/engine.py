@@ -11,6 +11,7 @@ from pathlib import Path
 
 from analyzer import __version__
 from analyzer.dataflow.locks import LockAnalysis
+from analyzer.dataflow.ownership import Ownership
 from analyzer.dataflow.provenance import Provenance
 from analyzer.frontend.parse import InputError, parse_file
 from analyzer.ir import FileIR, Function, Status
@@ -26,7 +27,7 @@ from analyzer.model import (
 )
 from analyzer.program.model import CallSite, Program
 from analyzer.program.tree import DefinitionIndex, discover, kernel_version
-from analyzer.rules import refmodel
+from analyzer.rules import refmodel, release
 from analyzer.rules.loader import KernelApi, load_api, load_rules
 from analyzer.rules.tail_ref_race import TailRefRace
 
@@ -106,7 +107,7 @@ def load_context(tree: Path, files: list[FileIR], api: KernelApi) -> list[FileIR
     seen = {f.path for f in files}
     defined = {fn.name: fn for f in files for fn in f.functions}
     followed = {"get_page"}
-    wanted = followed | set(api.gup.array)
+    wanted = followed | set(api.gup.array) | set(api.release.release)
     for _ in range(_CONTEXT_DEPTH):
         for rel in index.files_defining({n for n in wanted if n not in defined}):
             if rel in seen:
@@ -207,9 +208,23 @@ def scan(
     outcomes = []
     analysis_skipped: list[SkippedFunction] = []
     diagnostics = parsed.diagnostics
+    ownership: Ownership | None = None
     for rule in rules:
         if progress is not None:
             progress(f"checking {rule.id}")
+        if rule.analysis == "ownership":
+            if ownership is None:
+                ownership = Ownership(program, api)
+                ownership.run()
+                analysis_skipped.extend(
+                    SkippedFunction(fn.path, fn.name, fn.loc.line, f"ownership analysis: {why}")
+                    for fn, why in ownership.skipped
+                    if fn.path in program.files
+                )
+            found, outcome = release.check(rule, ownership.events, ownership.acquisitions)
+            findings.extend(found)
+            outcomes.append(outcome)
+            continue
         provenance = Provenance(program, api.gup, {s: api.refs.reference[s] for s in rule.sinks})
         sites = provenance.run()
         analysis_skipped.extend(

@@ -117,6 +117,8 @@ class ModelEvidence:
     summary: str
     source: str  # "tree", "default" or "override"
     evidence: tuple[TraceStep, ...] = ()
+    # The release families the tree declares, e.g. "unpin: unpin_user_page, unpin_user_pages"
+    release_families: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,7 @@ class RuleOutcome:
     checked: int
     reported: int
     note: str = ""
+    unit: str = "reference site(s) on GUP pages"  # what `checked` counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,8 @@ def test_every_finding_has_a_trace_from_its_source() -> None:
     for root in TREES:
         for f in _scan(root).findings:
             assert f.trace, f
+            if f.rule_id != "tail-ref-race":
+                continue
             assert "stores referenced user pages" in f.trace[0].note or "returns a page" in (
                 f.trace[0].note
             ), f.trace[0]
@@ -63,7 +65,11 @@ def test_trace_follows_the_unlocked_callers_page() -> None:
     """A helper with a locked and an unlocked caller: the trace shows the page that
     arrives through the unlocked one, not a path spliced from both."""
     rel = "tail-ref-race/bad_static_helper_unlocked_caller.c"
-    (f,) = [f for f in _scan(FIXTURES).findings if f.location.path == rel]
+    (f,) = [
+        f
+        for f in _scan(FIXTURES).findings
+        if f.location.path == rel and f.rule_id == "tail-ref-race"
+    ]
     notes = [s.note for s in f.trace]
     assert notes[0].startswith("get_user_pages_fast()")
     assert notes[1] == "pages[0] passed to shu_grab() as page"
@@ -73,7 +79,27 @@ def test_trace_follows_the_unlocked_callers_page() -> None:
 
 def test_direct_io_trace_carries_the_page_through_fields_and_calls() -> None:
     rel = "tail-ref-race/bad_dio_chain.c"
-    (f, _) = [f for f in _scan(FIXTURES).findings if f.location.path == rel]
+    (f, _) = [
+        f
+        for f in _scan(FIXTURES).findings
+        if f.location.path == rel and f.rule_id == "tail-ref-race"
+    ]
     assert [s.location.line for s in f.trace][:8] == [24, 24, 45, 45, 84, 87, 73, 54]
     assert f.trace[6].note == "stored into dio->cur_page"
     assert f.trace[7].note == "page read back from dio->cur_page"
+
+
+def test_ownership_traces_run_from_the_acquisition_to_the_wrong_exit_or_release() -> None:
+    """A leak's trace: the GUP call, each branch on its result with what it leaves
+    possible, and the return that still holds the pages."""
+    rel = "gup-leak/bad_partial_return_efault.c"
+    (f,) = [f for f in _scan(FIXTURES).findings if f.location.path == rel]
+    notes = [s.note for s in f.trace]
+    assert "takes a reference on each page it stores in" in notes[0], notes
+    assert any("is true" in n and "fewer pages than asked for" in n for n in notes[1:-1]), notes
+    assert notes[-1].startswith("returns -EFAULT with the pages in"), notes
+    assert f.trace[-1].location == f.location
+    for root in TREES:
+        for g in _scan(root).findings:
+            if g.rule_id in ("gup-leak", "gup-over-release", "pin-put-mismatch"):
+                assert g.trace[-1].location.line == g.location.line, g

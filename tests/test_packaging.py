@@ -21,12 +21,13 @@ def test_wheel_carries_rules_and_finds_them(tmp_path: Path) -> None:
         names = z.namelist()
         z.extractall(site)
     assert "analyzer/_rules/tail-ref-race.yaml" in names
+    assert "analyzer/_rules/api/release.yaml" in names
     assert "analyzer/_rules/api/locks.yaml" in names
     for data in ("templates/index.html.j2", "templates/finding.html.j2", "report.css", "report.js"):
         assert f"analyzer/report/html/{data}" in names
     probe = (
         "from analyzer.rules.loader import rules_dir, load_rules;"
-        "print(rules_dir());print(load_rules()[0].id)"
+        "print(rules_dir());print(','.join(r.id for r in load_rules()))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -36,4 +37,5 @@ def test_wheel_carries_rules_and_finds_them(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout.split()
-    assert out == [str(site / "analyzer" / "_rules"), "tail-ref-race"]
+    rules = "gup-leak,gup-over-release,pin-put-mismatch,tail-ref-race"
+    assert out == [str(site / "analyzer" / "_rules"), rules]

@@ -18,22 +18,43 @@ def write(tmp_path: Path, text: str, name: str = "tail-ref-race.yaml") -> Path:
 
 
 def test_shipped_rules_and_api_load() -> None:
-    (rule,) = load_rules()
-    assert rule.id == "tail-ref-race" and "get_page" in rule.sinks
+    rules = {r.id: r for r in load_rules()}
+    assert sorted(rules) == ["gup-leak", "gup-over-release", "pin-put-mismatch", "tail-ref-race"]
+    assert "get_page" in rules["tail-ref-race"].sinks
+    assert rules["gup-leak"].event == "leak"
+    assert "unsigned" in rules["gup-over-release"].message_for("negative")
     api = load_api()
     assert api.locks.functions["pte_offset_map_lock"][0].acquire == ("out", 3)
     assert "get_user_pages_fast" in api.gup.array
     assert api.refs.default_model in api.refs.models
+    assert api.release.release["unpin_user_pages"].family == "unpin"
+    assert api.release.borrows("PageDirty") and not api.release.borrows("bio_add_page")
+
+
+def test_bad_release_table_names_file_and_line(tmp_path: Path) -> None:
+    api = tmp_path / "api"
+    api.mkdir()
+    for f in (rules_dir() / "api").glob("*.yaml"):
+        (api / f.name).write_text(f.read_text())
+    text = (api / "release.yaml").read_text()
+    line = text.splitlines().index("  put_page: {page: 0, family: put}") + 1
+    (api / "release.yaml").write_text(text.replace("family: put}", "family: drop}", 1))
+    with pytest.raises(RuleError) as e:
+        load_api(tmp_path)
+    assert str(e.value).startswith(f"{api / 'release.yaml'}:{line}: "), str(e.value)
+    assert "family" in str(e.value)
 
 
 @pytest.mark.parametrize(
     ("edit", "line", "what"),
     [
         (("severity: warning", "severity: loud"), 3, "'severity' must be"),
-        (("guards: [pt, compound, irq]", "guards: [pt, mutex]"), 7, "'guards' must be among"),
+        (("guards: [pt, compound, irq]", "guards: [pt, mutex]"), 8, "'guards' must be among"),
         (("confidence: high", "confidence: high\ncolour: red"), 5, "unknown field 'colour'"),
         (("id: tail-ref-race", "id: other-name"), 1, "match the file name"),
-        (("sinks: [", "sinks: [[["), 7, "not valid YAML"),  # reported where YAML sees it
+        (("sinks: [", "sinks: [[["), 8, "not valid YAML"),  # reported where YAML sees it
+        (("analysis: reference-race", "analysis: magic"), 5, "'analysis' must be one of"),
+        (("confidence: high", "confidence: high\nevent: leak"), 5, "unknown field 'event'"),
     ],
 )
 def test_bad_fields_name_file_and_line(

@@ -100,6 +100,38 @@ def type_name(t: TypeRef | None) -> str | None:
     return t.struct or _QUALIFIERS.sub("", t.text).strip() or None
 
 
+def expr_type(program: Program, fn: Function, e: Expr) -> TypeRef | None:
+    """The static type of an access path, where locals, parameters and struct fields tell."""
+    match e:
+        case Name(id=i):
+            return fn.locals.get(i)
+        case Field(base=b, name=f):
+            return program.field_type(type_name(expr_type(program, fn, b)), f)
+        case Index(base=b) | Deref(operand=b):
+            t = expr_type(program, fn, b)
+            return TypeRef(t.text, t.struct, t.ptr - 1) if t is not None else None
+        case AddrOf(operand=x):
+            t = expr_type(program, fn, x)
+            return TypeRef(t.text, t.struct, t.ptr + 1) if t is not None else None
+    return None
+
+
+def pages_arg(program: Program, fn: Function, name: str, call: Call) -> tuple[Expr | None, bool]:
+    """The argument of a GUP array call that receives the pages: the `struct page **`
+    parameter of the tree's prototype (`struct page ***`: the callee allocates the
+    array), else the argument whose static type is an array of page pointers."""
+    params = program.prototypes.get(name)
+    if params:
+        for i, p in enumerate(params):
+            if p.type.struct == "page" and p.type.ptr >= 2 and i < len(call.args):
+                return call.args[i], p.type.ptr >= 3
+    for arg in call.args:
+        t = expr_type(program, fn, arg)
+        if t is not None and t.struct == "page" and t.ptr >= 2:
+            return arg, t.ptr >= 3
+    return None, False
+
+
 class Provenance:
     def __init__(self, program: Program, gup: GupApi, sinks: dict[str, int]) -> None:
         self.program = program
@@ -221,7 +253,7 @@ class Provenance:
             return
         name = self.program.canonical(call.callee or "")
         if not call.indirect and name in self.gup.array:
-            arg, via_pointer = self._pages_arg(fn, name, call)
+            arg, via_pointer = pages_arg(self.program, fn, name, call)
             if arg is not None:
                 step = self._step(
                     fn, call.loc, f"{name}() stores referenced user pages in {render(arg)}"
@@ -263,21 +295,6 @@ class Provenance:
                 if out is not None:
                     step = self._step(fn, call.loc, f"{target.name}() fills {render(arg)}")
                     self._store_elem(fn, arg, out.then(step), new, call.loc)
-
-    def _pages_arg(self, fn: Function, name: str, call: Call) -> tuple[Expr | None, bool]:
-        """The argument that receives the pages: the `struct page **` parameter of the
-        tree's prototype (`struct page ***`: the callee allocates the array), else the
-        argument whose static type is an array of page pointers."""
-        params = self.program.prototypes.get(name)
-        if params:
-            for i, p in enumerate(params):
-                if p.type.struct == "page" and p.type.ptr >= 2 and i < len(call.args):
-                    return call.args[i], p.type.ptr >= 3
-        for arg in call.args:
-            t = self._type(fn, arg)
-            if t is not None and t.struct == "page" and t.ptr >= 2:
-                return arg, t.ptr >= 3
-        return None, False
 
     # ---------------------------------------------------------------- values
     def value(self, fn: Function, e: Expr, state: State, loc: Loc) -> Origin | None:
@@ -349,25 +366,11 @@ class Provenance:
                 return self.elem(fn, ops[0], state, loc)
         return None
 
-    def _type(self, fn: Function, e: Expr) -> TypeRef | None:
-        match e:
-            case Name(id=i):
-                return fn.locals.get(i)
-            case Field(base=b, name=f):
-                return self.program.field_type(type_name(self._type(fn, b)), f)
-            case Index(base=b) | Deref(operand=b):
-                t = self._type(fn, b)
-                return TypeRef(t.text, t.struct, t.ptr - 1) if t is not None else None
-            case AddrOf(operand=x):
-                t = self._type(fn, x)
-                return TypeRef(t.text, t.struct, t.ptr + 1) if t is not None else None
-        return None
-
     def _field(self, fn: Function, base: Expr, f: str, elem: bool) -> Origin | None:
         """Field facts are keyed by the base's struct type; bases whose type is unknown
         share one bucket per field name (so `x->page` with x's type unknown does not
         match every `->page` field of the kernel)."""
-        return self.fields.get((type_name(self._type(fn, base)), f, elem))
+        return self.fields.get((type_name(expr_type(self.program, fn, base)), f, elem))
 
     # ---------------------------------------------------------------- stores
     def _store(
@@ -399,7 +402,7 @@ class Provenance:
                 if val is not None:
                     self._store_elem(fn, b, val, new, loc)
             case Field(base=b, name=f):
-                tname = type_name(self._type(fn, b))
+                tname = type_name(expr_type(self.program, fn, b))
                 ftype = self.program.field_type(tname, f)
                 for is_elem, o in ((False, val), (True, elem)):
                     if o is not None and holds_page(ftype, is_elem):
@@ -419,7 +422,7 @@ class Provenance:
                         step = self._step(fn, loc, f"{fn.name}() fills its parameter {i}")
                         self._fact(self.outs, (fn.key, k), origin.then(step), ("out", fn.key))
             case Field(base=b, name=f):
-                tname = type_name(self._type(fn, b))
+                tname = type_name(expr_type(self.program, fn, b))
                 if not holds_page(self.program.field_type(tname, f), True):
                     return
                 step = self._step(fn, loc, f"stored into {render(base)}[]")

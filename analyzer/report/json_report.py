@@ -63,9 +63,16 @@ def result_dict(result: RunResult) -> dict[str, Any]:
             "summary": m.summary,
             "source": m.source,
             "evidence": [_step(s) for s in m.evidence],
+            "release_families": list(m.release_families),
         },
         "rules": [
-            {"id": o.rule_id, "checked": o.checked, "reported": o.reported, "note": o.note}
+            {
+                "id": o.rule_id,
+                "checked": o.checked,
+                "reported": o.reported,
+                "unit": o.unit,
+                "note": o.note,
+            }
             for o in result.outcomes
         ],
         "coverage": coverage_dict(result.coverage),

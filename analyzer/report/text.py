@@ -37,11 +37,10 @@ def model_line(result: RunResult) -> str:
 
 
 def summary_lines(result: RunResult) -> list[str]:
-    lines = [model_line(result)]
+    families = result.refcount_model.release_families
+    lines = [model_line(result), f"release families: {'; '.join(families) or 'none declared'}"]
     for o in result.outcomes:
-        lines.append(
-            f"{o.rule_id}: {o.reported} reported of {o.checked} reference site(s) on GUP pages"
-        )
+        lines.append(f"{o.rule_id}: {o.reported} reported of {o.checked} {o.unit}")
         if o.note:
             lines.append(f"{o.rule_id}: {o.note}")
     if result.left_out:

@@ -4,7 +4,7 @@ schema; a bad field fails with its file and line."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -98,25 +98,29 @@ class Rule:
     name: str
     severity: Severity
     confidence: Confidence
-    sources: tuple[str, ...]
-    sinks: tuple[str, ...]
-    guards: tuple[str, ...]
+    analysis: str  # reference-race | ownership
     message: str
     docs: RuleDocs
     path: Path
+    # reference-race: where pages come from, the reference calls, the guards
+    sources: tuple[str, ...] = ()
+    sinks: tuple[str, ...] = ()
+    guards: tuple[str, ...] = ()
+    # ownership: the kind of event reported, and a message per event detail
+    event: str = ""
+    messages: tuple[tuple[str, str], ...] = ()
+
+    def message_for(self, detail: str) -> str:
+        return dict(self.messages).get(detail, self.message)
 
 
-_RULE_KEYS = {
-    "id",
-    "name",
-    "severity",
-    "confidence",
-    "sources",
-    "sinks",
-    "guards",
-    "message",
-    "docs",
+_COMMON_KEYS = {"id", "name", "severity", "confidence", "analysis", "message", "docs"}
+_ANALYSIS_KEYS = {
+    "reference-race": {"sources", "sinks", "guards"},
+    "ownership": {"event", "messages"},
 }
+_REQUIRED = {"reference-race": {"sources", "sinks", "guards"}, "ownership": {"event"}}
+_EVENTS = {"leak", "over-release", "mismatch"}
 _DOC_KEYS = {"what", "why", "example", "instead", "references"}
 _GUARDS = {"pt", "compound", "irq"}
 _SOURCE_FAMILIES = {"array", "single"}
@@ -126,10 +130,14 @@ def load_rule(path: Path) -> Rule:
     d = load_yaml(path)
     if not isinstance(d, LDict):
         raise RuleError(f"{path}:1: a rule file holds one mapping")
+    analysis = str(d.get("analysis"))
+    kinds = sorted(_ANALYSIS_KEYS)
+    _check(analysis in _ANALYSIS_KEYS, path, d, "analysis", f"'analysis' must be one of {kinds}")
+    allowed = _COMMON_KEYS | _ANALYSIS_KEYS[analysis]
     for key in d:
-        _check(key in _RULE_KEYS, path, d, key, f"unknown field {key!r}")
-    for key in sorted(_RULE_KEYS - set(d)):
-        _check(False, path, d, None, f"missing field {key!r}")
+        _check(key in allowed, path, d, key, f"unknown field {key!r} (for analysis {analysis})")
+    for key in sorted(_COMMON_KEYS - {"analysis"} | _REQUIRED[analysis] - set(d)):
+        _check(key in d, path, d, None, f"missing field {key!r}")
     for key in ("id", "name", "message"):
         _check(isinstance(d[key], str) and d[key], path, d, key, f"{key!r} must be a string")
     _check(
@@ -145,24 +153,18 @@ def load_rule(path: Path) -> Rule:
     _check(
         d["confidence"] in confidences, path, d, "confidence", f"'confidence' must be {confidences}"
     )
-    sources = _str_list(path, d, "sources")
-    _check(set(sources) <= _SOURCE_FAMILIES, path, d, "sources", f"sources: {_SOURCE_FAMILIES}")
-    guards = _str_list(path, d, "guards")
-    _check(set(guards) <= _GUARDS, path, d, "guards", f"'guards' must be among {sorted(_GUARDS)}")
     docs = d["docs"]
     _check(isinstance(docs, LDict), path, d, "docs", "'docs' must be a mapping")
     for key in docs:
         _check(key in _DOC_KEYS, path, docs, key, f"unknown docs field {key!r}")
     for key in ("what", "why", "example", "instead"):
         _check(isinstance(docs.get(key), str), path, docs, key, f"docs.{key} must be text")
-    return Rule(
+    rule = Rule(
         id=d["id"],
         name=d["name"],
         severity=Severity(d["severity"]),
         confidence=Confidence(d["confidence"]),
-        sources=sources,
-        sinks=_str_list(path, d, "sinks"),
-        guards=guards,
+        analysis=analysis,
         message=d["message"],
         docs=RuleDocs(
             docs["what"].strip(),
@@ -173,6 +175,20 @@ def load_rule(path: Path) -> Rule:
         ),
         path=path,
     )
+    if analysis == "reference-race":
+        sources = _str_list(path, d, "sources")
+        ok = set(sources) <= _SOURCE_FAMILIES
+        _check(ok, path, d, "sources", f"sources: {sorted(_SOURCE_FAMILIES)}")
+        guards = _str_list(path, d, "guards")
+        ok = set(guards) <= _GUARDS
+        _check(ok, path, d, "guards", f"'guards' must be among {sorted(_GUARDS)}")
+        return replace(rule, sources=sources, sinks=_str_list(path, d, "sinks"), guards=guards)
+    ok = d["event"] in _EVENTS
+    _check(ok, path, d, "event", f"'event' must be one of {sorted(_EVENTS)}")
+    messages = d.get("messages", LDict())
+    ok = isinstance(messages, LDict) and all(isinstance(v, str) for v in messages.values())
+    _check(ok, path, d, "messages", "'messages' maps an event detail to a message")
+    return replace(rule, event=d["event"], messages=tuple(sorted(messages.items())))
 
 
 @lru_cache(maxsize=4)
@@ -229,10 +245,42 @@ class RefApi:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseSpec:
+    family: str  # put | unpin | any
+    page: int | None = None  # the page argument of a one-page release
+    pages: int | None = None  # the array argument of a bulk release
+    count: int | None = None  # ... and its count argument
+
+
+@dataclass(frozen=True, slots=True)
+class SingleSpec:
+    returns: frozenset[str]  # what else it may return: NULL, ERR_PTR
+    when_flag: str | None = None  # referenced only when the flags argument holds this
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseApi:
+    release: dict[str, ReleaseSpec]
+    pin: frozenset[str]
+    pin_flag: str
+    either: frozenset[str]
+    bytes: frozenset[str]
+    count_params: tuple[str, ...]
+    flags_params: tuple[str, ...]
+    single: dict[str, SingleSpec]
+    borrowers: frozenset[str]
+    borrower_patterns: tuple[re.Pattern[str], ...]
+
+    def borrows(self, name: str) -> bool:
+        return name in self.borrowers or any(p.search(name) for p in self.borrower_patterns)
+
+
+@dataclass(frozen=True, slots=True)
 class KernelApi:
     locks: LockApi
     gup: GupApi
     refs: RefApi
+    release: ReleaseApi
 
 
 _LOCK_KEYS = {"acquire", "release", "when", "class", "irq", "assert", "arity"}
@@ -318,4 +366,56 @@ def load_api(directory: Path | None = None) -> KernelApi:
         models,
         rd["default_model"],
     )
-    return KernelApi(locks, gup, refs)
+    return KernelApi(locks, gup, refs, _load_release(api / "release.yaml"))
+
+
+_FAMILIES = ("put", "unpin", "any")
+
+
+def _load_release(path: Path) -> ReleaseApi:
+    d = _mapping(path, load_yaml(path))
+    release: dict[str, ReleaseSpec] = {}
+    _check(isinstance(d.get("release"), LDict), path, d, "release", "'release' must be a mapping")
+    for name, spec in d["release"].items():
+        ok = isinstance(spec, LDict) and set(spec) <= {"page", "pages", "count", "family"}
+        _check(ok, path, d["release"], name, f"{name}: fields are page, pages, count, family")
+        _check(spec.get("family") in _FAMILIES, path, spec, "family", f"{name}: family {_FAMILIES}")
+        one, bulk = "page" in spec, "pages" in spec and "count" in spec
+        _check(one != bulk, path, spec, None, f"{name}: give either page, or pages and count")
+        ints = all(isinstance(v, int) for k, v in spec.items() if k != "family")
+        _check(ints, path, spec, None, f"{name}: argument indexes must be integers")
+        release[name] = ReleaseSpec(
+            spec["family"], spec.get("page"), spec.get("pages"), spec.get("count")
+        )
+    single: dict[str, SingleSpec] = {}
+    _check(isinstance(d.get("single"), LDict), path, d, "single", "'single' must be a mapping")
+    for name, spec in d["single"].items():
+        ok = isinstance(spec, LDict) and set(spec) <= {"returns", "when_flag"}
+        _check(ok, path, d["single"], name, f"{name}: fields are returns, when_flag")
+        returns = _str_list(path, spec, "returns")
+        ok = set(returns) <= {"NULL", "ERR_PTR"}
+        _check(ok, path, spec, "returns", 'returns: "NULL", "ERR_PTR"')
+        flag = spec.get("when_flag")
+        _check(flag is None or isinstance(flag, str), path, spec, "when_flag", "a flag name")
+        single[name] = SingleSpec(frozenset(returns), flag)
+    _check(isinstance(d.get("pin_flag"), str), path, d, "pin_flag", "'pin_flag' must be a name")
+    patterns = []
+    for p in _str_list(path, d, "borrower_patterns"):
+        try:
+            patterns.append(re.compile(p))
+        except re.error as e:
+            raise RuleError(
+                f"{path}:{d.lines['borrower_patterns']}: bad pattern {p!r}: {e}"
+            ) from None
+    return ReleaseApi(
+        release=release,
+        pin=frozenset(_str_list(path, d, "pin")),
+        pin_flag=d["pin_flag"],
+        either=frozenset(_str_list(path, d, "either")),
+        bytes=frozenset(_str_list(path, d, "bytes")),
+        count_params=_str_list(path, d, "count_params"),
+        flags_params=_str_list(path, d, "flags_params"),
+        single=single,
+        borrowers=frozenset(_str_list(path, d, "borrowers")),
+        borrower_patterns=tuple(patterns),
+    )

@@ -10,6 +10,7 @@ headers and mm/), and the model is named by what it finds:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 
 from analyzer.dataflow.locks import LockAnalysis
@@ -28,8 +29,30 @@ def _step(fn: Function, line: int, col: int, note: str) -> TraceStep:
     return TraceStep(Location(fn.path, line, col), fn.name, note)
 
 
+def release_families(program: Program, api: KernelApi) -> tuple[str, ...]:
+    """Which page-release families the tree declares (defines, prototypes or macros):
+    put (references), unpin (FOLL_PIN pins, 5.6+), any (put_user_page*, 5.3 to 5.5)."""
+    known = set(program.prototypes) | set(program.macro_aliases)
+    out = []
+    for family in ("put", "unpin", "any"):
+        names = sorted(
+            n for n, spec in api.release.release.items() if spec.family == family and n in known
+        )
+        if names:
+            out.append(f"{family}: {', '.join(names)}")
+    return tuple(out)
+
+
 def detect(
     program: Program, api: KernelApi, locks: LockAnalysis, override: str | None = None
+) -> ModelEvidence:
+    return dataclasses.replace(
+        _detect(program, api, locks, override), release_families=release_families(program, api)
+    )
+
+
+def _detect(
+    program: Program, api: KernelApi, locks: LockAnalysis, override: str | None
 ) -> ModelEvidence:
     models = api.refs.models
     if override is not None:

@@ -114,6 +114,7 @@ class ReportView:
     model_summary: str
     model_source: str
     model_evidence: tuple[StepView, ...]
+    release_families: tuple[str, ...]
     rules: list[dict[str, Any]]
     coverage: dict[str, Any]
     diagnostics: tuple[str, ...]
@@ -345,8 +346,15 @@ def build(
         model_summary=m.summary,
         model_source=m.source,
         model_evidence=_step_views(m.evidence),
+        release_families=m.release_families,
         rules=[
-            {"id": o.rule_id, "checked": o.checked, "reported": o.reported, "note": o.note}
+            {
+                "id": o.rule_id,
+                "checked": o.checked,
+                "reported": o.reported,
+                "unit": o.unit,
+                "note": o.note,
+            }
             for o in result.outcomes
         ],
         coverage={
