@@ -852,6 +852,9 @@ class Ownership:
         held = self._mentions(ctx, rhs, aliases)
         counts = self._count_of(rhs, aliases)
         pr = peel(rhs, AddrOf)
+        if isinstance(pr, Op) and pr.op == "+" and isinstance(lhs, Name):
+            # done = done + ret (done += ret): a running total of the pages held
+            counts = [a for o in pr.operands for a in self._count_of(o, aliases)]
         if isinstance(pr, Call) and pr.loc in fresh:
             counts = [fresh[pr.loc]]
             held = [h for h in held if h != fresh[pr.loc]]
@@ -875,7 +878,8 @@ class Ownership:
                 if how in ("element", "page"):
                     aliases.add((f"*{name}", aid))
                     keep.append(aid)
-            held = [h for h in held if h not in keep and ctx.acqs[h].key != name]
+            # What is left is moved out of sight, e.g. `pages += n` re-points the array.
+            held = [h for h in held if h not in keep]
             neg = _negative_const(rhs)
             tokens = {
                 replace(t, negs=t.negs | {name} if neg else t.negs - {name})
@@ -988,6 +992,7 @@ class Ownership:
         if not candidates:
             return
         scc = _sccs(cfg)
+        rank = {m: i for i, m in enumerate(cfg.reverse_postorder())}
         for n, arg, status in candidates:
             comp = scc.get(n)
             if comp is None:
@@ -999,7 +1004,10 @@ class Ownership:
             header = self._loop_header(cfg, n, index, comp)
             if header is None:
                 continue
-            exits = [pol for m, pol in cfg.succs[header] if m not in comp and pol is not None]
+            body = _natural_loop(cfg, header, rank)
+            if n not in body:
+                continue
+            exits = [pol for m, pol in cfg.succs[header] if m not in body and pol is not None]
             if len(exits) != 1:
                 continue
             bound = self._bound(cfg, header, index, comp)
@@ -1369,3 +1377,17 @@ def _sccs(cfg: CFG) -> dict[int, frozenset[int]]:
                     for w in comp:
                         out[w] = fs
     return out
+
+
+def _natural_loop(cfg: CFG, header: int, rank: dict[int, int]) -> set[int]:
+    """The body of the loop `header` heads: the nodes that reach one of its back edges
+    (edges into it from later in reverse postorder) without passing through it."""
+    body = {header}
+    stack = [p for p, _ in cfg.preds(header) if p in rank and rank[p] >= rank[header]]
+    while stack:
+        m = stack.pop()
+        if m in body:
+            continue
+        body.add(m)
+        stack.extend(p for p, _ in cfg.preds(m) if p in rank)
+    return body

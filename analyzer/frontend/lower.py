@@ -60,6 +60,8 @@ MAX_CFG_NODES = 250_000
 MAX_LOWERING_SECONDS = 20.0
 
 
+_STEPS = {"pre++": "+", "post++": "+", "pre--": "-", "post--": "-"}
+
 class BudgetError(Exception):
     """A function over its size or time budget; it is reported as skipped."""
 
@@ -347,6 +349,11 @@ class _FunctionLowering:
 
     def eval(self, e: Expr, loc: Loc) -> None:
         calls = tuple(calls_in(e))
+        if isinstance(e, Op) and e.op in _STEPS and not calls:
+            # `pages++;` moves what a variable points at: an assignment for the analyses.
+            (target,) = e.operands
+            self.b.emit(Instr(Kind.ASSIGN, loc, target, Op(_STEPS[e.op], (target, Const("1")))))
+            return
         if not calls:
             return
         self.b.emit(Instr(Kind.EVAL, loc, None, e, calls))
