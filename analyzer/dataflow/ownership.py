@@ -190,13 +190,16 @@ def _root(e: Expr) -> Name | None:
                 return None
 
 
+_MOVES = frozenset({"+", "-", "post++", "pre++", "post--", "pre--"})
+
+
 def _array_of(e: Expr) -> Expr:
     """The array an element expression indexes: `pages[i]`, `*(pages + i)` -> `pages`."""
     match peel(e, AddrOf):
         case Index(base=b) | Deref(operand=b):
             b = peel(b, AddrOf)
-            if isinstance(b, Op) and b.op in ("+", "-") and b.operands:
-                return peel(b.operands[0], AddrOf)
+            if isinstance(b, Op) and b.op in _MOVES and b.operands:
+                return peel(b.operands[0], AddrOf)  # pages + i, *pages++
             return b
     return e
 
@@ -455,6 +458,7 @@ class Ownership:
             isinstance(target, Name)
             and root.id in ctx.fn.locals
             and not self._is_param(ctx.fn, root.id)
+            and not self._borrowed_array(ctx.fn, root.id)
         )
         how = f"{call.callee}() takes {'a pin' if family == 'pin' else 'a reference'} on"
         what = (
@@ -545,6 +549,26 @@ class Ownership:
             if p.name in names and i < len(call.args):
                 return call.args[i]
         return None
+
+    @staticmethod
+    def _borrowed_array(fn: Function, name: str) -> bool:
+        """A local pointer set to point into someone else's array (`pages = dio->pages`,
+        `p = &ap->pages[n]`, a parameter's memory): the pages belong to that array's owner."""
+        for ins in fn.cfg.instrs:
+            if ins.kind is not Kind.ASSIGN or ins.lhs != Name(name) or ins.rhs is None:
+                continue
+            src = peel(ins.rhs, AddrOf)
+            if isinstance(src, Op) and src.op in ("+", "-") and src.operands:
+                src = peel(src.operands[0], AddrOf)
+            if isinstance(src, (Field, Index)):
+                return True
+            if (
+                isinstance(src, Name)
+                and src.id != name
+                and (src.id not in fn.locals or any(p.name == src.id for p in fn.params))
+            ):
+                return True
+        return False
 
     @staticmethod
     def _is_param(fn: Function, name: str) -> bool:
@@ -852,9 +876,6 @@ class Ownership:
         held = self._mentions(ctx, rhs, aliases)
         counts = self._count_of(rhs, aliases)
         pr = peel(rhs, AddrOf)
-        if isinstance(pr, Op) and pr.op == "+" and isinstance(lhs, Name):
-            # done = done + ret (done += ret): a running total of the pages held
-            counts = [a for o in pr.operands for a in self._count_of(o, aliases)]
         if isinstance(pr, Call) and pr.loc in fresh:
             counts = [fresh[pr.loc]]
             held = [h for h in held if h != fresh[pr.loc]]

@@ -62,6 +62,7 @@ MAX_LOWERING_SECONDS = 20.0
 
 _STEPS = {"pre++": "+", "post++": "+", "pre--": "-", "post--": "-"}
 
+
 class BudgetError(Exception):
     """A function over its size or time budget; it is reported as skipped."""
 

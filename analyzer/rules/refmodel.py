@@ -32,11 +32,24 @@ def _step(fn: Function, line: int, col: int, note: str) -> TraceStep:
 def release_families(program: Program, api: KernelApi) -> tuple[str, ...]:
     """Which page-release families the tree declares (defines, prototypes or macros):
     put (references), unpin (FOLL_PIN pins, 5.6+), any (put_user_page*, 5.3 to 5.5)."""
-    known = set(program.prototypes) | set(program.macro_aliases)
+
+    def declared(name: str, arg: int | None) -> bool:
+        if name in program.macro_aliases:
+            return True
+        params = program.prototypes.get(name)
+        if params is None or arg is None or arg >= len(params):
+            return False
+        # A namesake on another type is another function (6.12 mm/swap.c has a static
+        # page_cache_release() of a folio, for the LRU).
+        return params[arg].type.struct in (None, "page")
+
     out = []
     for family in ("put", "unpin", "any"):
         names = sorted(
-            n for n, spec in api.release.release.items() if spec.family == family and n in known
+            n
+            for n, spec in api.release.release.items()
+            if spec.family == family
+            and declared(n, spec.page if spec.page is not None else spec.pages)
         )
         if names:
             out.append(f"{family}: {', '.join(names)}")
