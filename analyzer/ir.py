@@ -110,11 +110,41 @@ def render(e: Expr) -> str:
                     f"{fix}{render(ops[0])}" if op.startswith("pre") else f"{render(ops[0])}{fix}"
                 )
             if len(ops) == 1:
-                return f"{op}{render(ops[0])}"
+                inner = ops[0]
+                text = render(inner)
+                wrap = isinstance(inner, Op) and len(inner.operands) >= 2
+                return f"{op}({text})" if wrap else f"{op}{text}"
             if op == "?:" and len(ops) == 3:
                 return f"{render(ops[0])} ? {render(ops[1])} : {render(ops[2])}"
-            return f" {op} ".join(render(o) for o in ops)
+            if not ops:
+                return ""
+            first, *rest = ops
+            return f" {op} ".join(
+                [_operand(first, op, False), *(_operand(o, op, True) for o in rest)]
+            )
     raise TypeError(e)
+
+
+# C's binary operators by precedence, loosest first.
+_PRECEDENCE = {
+    op: level
+    for level, ops in enumerate(
+        [(",",), ("||",), ("&&",), ("|",), ("^",), ("&",), ("==", "!="), ("<", "<=", ">", ">=")]
+        + [("<<", ">>"), ("+", "-"), ("*", "/", "%")]
+    )
+    for op in ops
+}
+
+
+def _operand(e: Expr, parent: str, right: bool) -> str:
+    """An operand of a binary operator, in parentheses where C's precedence needs them:
+    `a && (b || c)` must not read as `a && b || c`."""
+    text = render(e)
+    if not isinstance(e, Op) or len(e.operands) < 2:
+        return text
+    mine = _PRECEDENCE.get(e.op, -1)
+    theirs = _PRECEDENCE.get(parent, len(_PRECEDENCE))
+    return f"({text})" if mine < theirs or (mine == theirs and right) else text
 
 
 def calls_in(e: Expr | None) -> list[Call]:

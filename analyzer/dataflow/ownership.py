@@ -59,6 +59,8 @@ NEG, ZERO, PART, FULL = "neg", "zero", "part", "full"
 ALL = frozenset({NEG, ZERO, PART, FULL})
 NONE: frozenset[str] = frozenset()
 HELD, RELEASED, HANDED = "held", "released", "handed-off"
+# In a token's names: the variable passed as the requested count was assigned since.
+_NEW_REQUEST = "!requested"
 # How deep on-demand summaries of callees go before a callee is assumed to keep pages.
 MAX_SUMMARY_DEPTH = 6
 
@@ -69,6 +71,8 @@ _HOLDS = {
     "status": frozenset({ZERO}),  # a helper's 0 means every page is held
     "page": frozenset({FULL}),  # a page pointer: neither NULL nor an ERR_PTR
 }
+# Cases where no page is held, whatever the kind of result.
+_NOTHING = frozenset({NEG, ZERO})
 # Cases where releasing the requested count releases pages that are not held.
 _SHORT = {"count": frozenset({NEG, PART}), "status": frozenset({NEG})}
 
@@ -87,6 +91,10 @@ class Acquisition:
     family: str  # pin | get | either
     param: int = -1  # the parameter a seed stands for
     how: str = ""  # how the call took the pages, for traces
+    # The pages went into the array from some index on (`&pages[n]`, `pages + n`): a
+    # release of the array then covers other acquisitions too, so its bound and a
+    # second release are not judged.
+    offset: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,10 @@ class Token:
     # release is then not judged (loops run many times; extra references need extra puts).
     loose: bool = False
     negs: frozenset[str] = NONE  # locals holding a negative errno on this path
+    # Locals holding the call's result on this path (and `@line:col` for the call itself
+    # when it is tested in place): kept per path, so `nr = 0` on one branch and
+    # `nr = ret` on another do not blur.
+    names: frozenset[str] = NONE
 
 
 Aliases = AbstractSet[tuple[str, int]]
@@ -107,7 +119,7 @@ Aliases = AbstractSet[tuple[str, int]]
 @dataclass(frozen=True, slots=True)
 class State:
     tokens: frozenset[Token]
-    aliases: frozenset[tuple[str, int]]  # (name, acquisition): count or `*`page copies
+    aliases: frozenset[tuple[str, int]]  # (`*`name, acquisition): copies of a page
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +205,15 @@ def _root(e: Expr) -> Name | None:
 _MOVES = frozenset({"+", "-", "post++", "pre++", "post--", "pre--"})
 
 
+def _offset(e: Expr) -> bool:
+    """Whether an array argument starts past element 0: `&pages[n]`, `pages + n`."""
+    e = peel(e, Deref)
+    if isinstance(e, AddrOf) and isinstance(peel(e.operand, AddrOf), Index):
+        index = peel(e.operand, AddrOf).index  # type: ignore[union-attr]
+        return not _is_zero(index)
+    return isinstance(e, Op) and e.op in ("+", "-") and len(e.operands) == 2
+
+
 def _array_of(e: Expr) -> Expr:
     """The array an element expression indexes: `pages[i]`, `*(pages + i)` -> `pages`."""
     match peel(e, AddrOf):
@@ -249,6 +270,8 @@ class _Ctx:
         self.events: list[Event] | None = None  # set while reporting
         self.seed_releases: dict[int, ParamEffect] = {}
         self.seed_kept: set[int] = set()
+        # Local pointers into a local array (`pages = pvec + n`), by the array's name.
+        self.points: dict[str, str] = {}
 
 
 class Ownership:
@@ -304,6 +327,11 @@ class Ownership:
     # ---------------------------------------------------------------- one function
     def _analyze(self, fn: Function, depth: int) -> Summary:
         ctx = _Ctx(fn, depth)
+        for name, t in fn.locals.items():
+            if t.struct == "page" and t.ptr >= 2 and not self._is_param(fn, name):
+                inside = self._into_local_array(fn, name)
+                if inside is not None:
+                    ctx.points[name] = inside[0].id
         entry = State(frozenset(self._seeds(ctx)), frozenset())
         self._find_loops(ctx)
         solver: ForwardSolver[State] = ForwardSolver(
@@ -362,8 +390,8 @@ class Ownership:
             if acq is not None:
                 tokens = {t for t in tokens if t.acq != acq.id}
                 aliases = {a for a in aliases if a[1] != acq.id}
-                aliases.add((f"@{call.loc.line}:{call.loc.col}", acq.id))
-                tokens.add(Token(acq.id, HELD, self._initial_cases(acq)))
+                at = frozenset({f"@{call.loc.line}:{call.loc.col}"})
+                tokens.add(Token(acq.id, HELD, self._initial_cases(acq), names=at))
                 fresh[call.loc] = acq.id
             else:
                 tokens = self._call(ctx, n, call, tokens, aliases)
@@ -442,6 +470,7 @@ class Ownership:
             requested = None
         target = peel(arg, Deref)
         single = False
+        offset = _offset(target)
         if via_pointer and isinstance(target, AddrOf):
             target = target.operand
         elif isinstance(target, AddrOf) and isinstance(peel(target.operand, AddrOf), Name):
@@ -451,6 +480,11 @@ class Ownership:
             if isinstance(target, Op) and target.op in ("+", "-") and target.operands:
                 target = target.operands[0]  # pages + got: the same array
         target = peel(target, AddrOf)
+        if isinstance(target, Name) and not single:
+            inside = self._into_local_array(ctx.fn, target.id)
+            if inside is not None:  # pages = pvec + pinned: pins go into pvec
+                target, shifted = inside
+                offset = offset or shifted
         root = _root(target)
         if root is None:
             return None
@@ -477,6 +511,7 @@ class Ownership:
             result=result,
             requested=requested,
             family=family,
+            offset=offset,
             how=f"{how} {what}"
             + (f" ({render(requested)} asked for)" if requested is not None else ""),
         )
@@ -507,9 +542,12 @@ class Ownership:
         for target in self.program.resolve(ctx.fn, call):
             if not self._handles_pages(target):
                 continue
-            acq = self.summary(target, ctx.depth + 1).acquire
+            summary = self.summary(target, ctx.depth + 1)
+            acq = summary.acquire
             if acq is None or acq.param >= len(call.args):
                 continue
+            if summary.params.get(acq.param, ParamEffect("borrow")).kind == "keep":
+                continue  # it passes the pages on itself (as PFNs, into a struct)
             requested = (
                 call.args[acq.requested]
                 if acq.requested is not None and acq.requested < len(call.args)
@@ -551,6 +589,30 @@ class Ownership:
         return None
 
     @staticmethod
+    def _into_local_array(fn: Function, name: str) -> tuple[Name, bool] | None:
+        """The local array a local pointer points into, when every assignment to it is
+        `array`, `array + n` or `&array[n]`; and whether it may point past element 0."""
+        found: Name | None = None
+        shifted = False
+        for ins in fn.cfg.instrs:
+            if ins.kind is not Kind.ASSIGN or ins.lhs != Name(name) or ins.rhs is None:
+                continue
+            src = peel(ins.rhs, AddrOf)
+            if isinstance(src, Name) and src.id == name:
+                continue
+            base = _array_of(ins.rhs) if isinstance(src, Index) else src
+            if isinstance(base, Op) and base.op in ("+", "-") and base.operands:
+                base, shifted = peel(base.operands[0], AddrOf), True
+            elif isinstance(src, Index):
+                shifted = shifted or not _is_zero(src.index)
+            if not isinstance(base, Name) or base.id == name or base.id not in fn.locals:
+                return None
+            if any(p.name == base.id for p in fn.params) or found not in (None, base):
+                return None
+            found = base
+        return (found, shifted) if found is not None else None
+
+    @staticmethod
     def _borrowed_array(fn: Function, name: str) -> bool:
         """A local pointer set to point into someone else's array (`pages = dio->pages`,
         `p = &ap->pages[n]`, a parameter's memory): the pages belong to that array's owner."""
@@ -584,6 +646,9 @@ class Ownership:
         bare = peel(e, AddrOf)
         text = render(bare)
         array = _array_of(e)
+        text = ctx.points.get(text, text)
+        array_text = render(array)
+        array_text = ctx.points.get(array_text, array_text)
         out = []
         for aid, acq in ctx.acqs.items():
             if acq.single:
@@ -591,7 +656,7 @@ class Ownership:
                     out.append((aid, "page"))
             elif text == acq.key:
                 out.append((aid, "array"))
-            elif (array is not bare and render(array) == acq.key) or (f"*{text}", aid) in aliases:
+            elif (array is not bare and array_text == acq.key) or (f"*{text}", aid) in aliases:
                 out.append((aid, "element"))
         return out
 
@@ -604,23 +669,15 @@ class Ownership:
             for aid, _how in self._holds(ctx, x, aliases):
                 found[aid] = None
             match x:
-                case Op(op=op, operands=ops) if op in ("cast", "?:", ",", "+", "-"):
+                case Op(op=op, operands=ops) if op in ("cast", "?:", ",", "+", "-", "{}"):
                     stack += list(ops)
                 case AddrOf(operand=Field(base=b)):
                     stack.append(b)  # &page->lru: the page goes on a list
+                case Call(callee=c, args=args) if c in self.rel.identities:
+                    stack += list(args)  # page_to_pfn(page): the page, as a number
                 case AddrOf(operand=o):
                     stack.append(o)
         return list(found)
-
-    def _count_of(self, e: Expr, aliases: Aliases) -> list[int]:
-        """Acquisitions whose result `e` is (a copy of)."""
-        e = peel(e, AddrOf)
-        if isinstance(e, Name):
-            return sorted(a for x, a in aliases if x == e.id)
-        if isinstance(e, Call) and not e.indirect:
-            at = f"@{e.loc.line}:{e.loc.col}"
-            return sorted(a for x, a in aliases if x == at)
-        return []
 
     # ---------------------------------------------------------------- calls
     def _call(
@@ -740,8 +797,11 @@ class Ownership:
     ) -> set[Token]:
         loop = ctx.loops.get(n)
         out = set(tokens)
+        sub = bulk and _offset(arg)  # releases a later part of the array only
         for aid, how in self._holds(ctx, arg, aliases):
             acq = ctx.acqs[aid]
+            if sub and not acq.offset:
+                continue
             in_loop = loop is not None and how == "element" and loop.key == acq.key
             if how == "array":
                 b = bound
@@ -753,9 +813,7 @@ class Ownership:
                 if t.acq != aid:
                     continue
                 if t.status == HELD:
-                    self._judge_release(
-                        ctx, n, call, name, family, acq, t, b, bulk, unsigned, aliases
-                    )
+                    self._judge_release(ctx, n, call, name, family, acq, t, b, bulk, unsigned)
                     out.discard(t)
                     out.add(replace(t, status=RELEASED, rel=n, loose=in_loop or t.loose))
                 elif (
@@ -764,6 +822,7 @@ class Ownership:
                     and not t.loose
                     and not in_loop
                     and acq.owner != "seed"
+                    and not acq.offset
                     and how != "element"
                     and ctx.events is not None
                 ):
@@ -787,7 +846,10 @@ class Ownership:
                     bound_param = next(
                         (i for i, p in enumerate(ctx.fn.params) if p.name == b.id), None
                     )
-                ctx.seed_releases.setdefault(acq.param, ParamEffect("release", family, bound_param))
+                seen = ctx.seed_releases.get(acq.param)
+                if seen is not None and seen.family != family:
+                    family = "any"  # one path puts, another unpins: the caller's flags decide
+                ctx.seed_releases[acq.param] = ParamEffect("release", family, bound_param)
         return out
 
     def _judge_release(
@@ -802,19 +864,20 @@ class Ownership:
         bound: Expr | None,
         bulk: bool,
         unsigned: bool,
-        aliases: Aliases,
     ) -> None:
         if ctx.events is None or acq.owner == "seed":
             return
-        if (acq.family, family) in (("pin", "put"), ("get", "unpin")):
+        held = t.cases & _HOLDS[acq.result]
+        if held and (acq.family, family) in (("pin", "put"), ("get", "unpin")):
             ctx.events.append(
                 self._event(ctx, "mismatch", family, acq, n, call, name, t.cases, family)
             )
-        if bound is None:
+        if bound is None or acq.offset:
             return
-        counted = acq.id in self._count_of(bound, aliases)
+        counted = _counts(bound, t.names)
         short = _SHORT.get(acq.result, NONE) & t.cases
-        if not counted and acq.requested is not None and short and _same(bound, acq.requested):
+        asked = acq.requested is not None and _NEW_REQUEST not in t.names
+        if not counted and asked and short and _same(bound, acq.requested):  # type: ignore[arg-type]
             ctx.events.append(
                 self._event(ctx, "over-release", "requested", acq, n, call, name, short, family)
             )
@@ -874,33 +937,46 @@ class Ownership:
     ) -> set[Token]:
         local = isinstance(lhs, Name) and lhs.id in ctx.fn.locals
         held = self._mentions(ctx, rhs, aliases)
-        counts = self._count_of(rhs, aliases)
         pr = peel(rhs, AddrOf)
-        if isinstance(pr, Call) and pr.loc in fresh:
-            counts = [fresh[pr.loc]]
-            held = [h for h in held if h != fresh[pr.loc]]
+        new = fresh.get(pr.loc) if isinstance(pr, Call) else None
+        held = [h for h in held if h != new]
         if isinstance(lhs, Name) and local:
             name = lhs.id
-            aliases -= {a for a in aliases if a[0] in (name, f"*{name}")}
+            aliases -= {a for a in aliases if a[0] == f"*{name}"}
             # The variable now names another page: what it held before is out of sight.
             gone = {
                 a.id
                 for a in ctx.acqs.values()
-                if a.single and a.key == name and a.result == "page" and a.id not in counts
+                if a.single and a.key == name and a.result == "page" and a.id != new
             }
-            tokens = {t for t in tokens if t.acq not in gone}
-            for aid in counts:
-                acq = ctx.acqs[aid]
-                if acq.result == "page":
-                    continue
-                aliases.add((name, aid))
-            keep = []
+            tokens = {
+                replace(t, names=t.names | {name})
+                if _counts(rhs, t.names) and ctx.acqs[t.acq].result != "page"
+                else replace(t, names=t.names - {name})
+                if name in t.names
+                else t
+                for t in tokens
+                if t.acq not in gone
+            }
+            # The variable that held the requested count now holds something else.
+            tokens = {
+                replace(t, names=t.names | {_NEW_REQUEST})
+                if t.acq != new and ctx.acqs[t.acq].requested == Name(name)
+                else t
+                for t in tokens
+            }
+            moved = []
             for aid, how in self._holds(ctx, rhs, aliases):
                 if how in ("element", "page"):
                     aliases.add((f"*{name}", aid))
-                    keep.append(aid)
-            # What is left is moved out of sight, e.g. `pages += n` re-points the array.
-            held = [h for h in held if h not in keep]
+                else:
+                    moved.append(aid)  # q = pages: the array goes out of sight
+            if isinstance(pr, Op) and pr.op == "{}":  # bv = { .bv_page = pages[i] }
+                aliases |= {(f"*{name}", aid) for aid in held}
+                held = []
+            # ... as it does when re-pointed: `pages += n`. A page's address or PFN kept in
+            # a local (`p = page_address(page)`) is still this function's business.
+            held = [h for h in held if h in moved or (h != new and ctx.acqs[h].key == name)]
             neg = _negative_const(rhs)
             tokens = {
                 replace(t, negs=t.negs | {name} if neg else t.negs - {name})
@@ -909,7 +985,9 @@ class Ownership:
                 for t in tokens
             }
         else:
-            held = held + [a for a in counts if ctx.acqs[a].owner == "caller"]
+            # The count kept where a caller can see it: the caller releases the pages.
+            used = set(_names(rhs))
+            held += [t.acq for t in tokens if ctx.acqs[t.acq].owner == "caller" and used & t.names]
         return self._hand_off(tokens, set(held))
 
     def _return(
@@ -918,10 +996,12 @@ class Ownership:
         """Returning the pages hands them to the caller; so does returning the count of
         pages in a caller's array, unless on this path the value returned is an errno."""
         tokens = self._hand_off(tokens, set(self._mentions(ctx, rhs, aliases)))
-        counted = {a for a in self._count_of(rhs, aliases) if ctx.acqs[a].owner == "caller"}
         return {
             replace(t, status=HANDED)
-            if t.acq in counted and t.status == HELD and not self._negative(rhs, t, aliases)
+            if t.status == HELD
+            and ctx.acqs[t.acq].owner == "caller"
+            and _counts(rhs, t.names)
+            and not self._negative(rhs, t)
             else t
             for t in tokens
         }
@@ -939,7 +1019,7 @@ class Ownership:
                 if acq.owner == "seed":
                     out.add(t)
                     continue
-                true, false = self._cond(ins.rhs, acq, st.aliases)
+                true, false = self._cond(ins.rhs, acq, t.names, st.aliases)
                 cases = t.cases & (true if pol else false)
                 if cases:
                     out.add(replace(t, cases=cases) if cases != t.cases else t)
@@ -954,26 +1034,30 @@ class Ownership:
         return State(tokens, st.aliases) if tokens is not st.tokens else st
 
     def _cond(
-        self, e: Expr, acq: Acquisition, aliases: Aliases
+        self, e: Expr, acq: Acquisition, names: AbstractSet[str], copies: Aliases
     ) -> tuple[frozenset[str], frozenset[str]]:
         """The cases possible when `e` is true, and when it is false."""
         e = peel(e, AddrOf)
         match e:
             case Op(op="!", operands=(x,)):
-                t, f = self._cond(x, acq, aliases)
+                t, f = self._cond(x, acq, names, copies)
                 return f, t
             case Op(op="&&", operands=(a, b)):
-                ta, fa = self._cond(a, acq, aliases)
-                tb, fb = self._cond(b, acq, aliases)
+                ta, fa = self._cond(a, acq, names, copies)
+                tb, fb = self._cond(b, acq, names, copies)
                 return ta & tb, fa | fb
             case Op(op="||", operands=(a, b)):
-                ta, fa = self._cond(a, acq, aliases)
-                tb, fb = self._cond(b, acq, aliases)
+                ta, fa = self._cond(a, acq, names, copies)
+                tb, fb = self._cond(b, acq, names, copies)
                 return ta | tb, fa & fb
+            case Op(op="==" | "!=", operands=(a, b)) if _is_zero(b) and self._is_store(a, acq):
+                return (_NOTHING, ALL) if e.op == "==" else (ALL, _NOTHING)
             case Op(op=op, operands=(a, b)) if op in _VS_ZERO:
-                if self._is_result(b, acq, aliases) and not self._is_result(a, acq, aliases):
+                if self._is_result(b, acq, names, copies) and not self._is_result(
+                    a, acq, names, copies
+                ):
                     a, b, op = b, a, _MIRROR[op]
-                if not self._is_result(a, acq, aliases):
+                if not self._is_result(a, acq, names, copies):
                     return ALL, ALL
                 if _is_zero(b):
                     table = _VS_ZERO[op]
@@ -988,20 +1072,29 @@ class Ownership:
                     return ALL, ALL
                 return table, ALL - table
             case Call(callee=c, args=(x,)) if c in _TRANSPARENT:
-                return self._cond(x, acq, aliases)
-            case Call(callee="IS_ERR", args=(x,)) if self._is_result(x, acq, aliases):
+                return self._cond(x, acq, names, copies)
+            case Call(callee="IS_ERR", args=(x,)) if self._is_result(x, acq, names, copies):
                 return frozenset({NEG}), ALL - {NEG}
-            case Call(callee="IS_ERR_OR_NULL", args=(x,)) if self._is_result(x, acq, aliases):
+            case Call(callee="IS_ERR_OR_NULL", args=(x,)) if self._is_result(x, acq, names, copies):
                 return frozenset({NEG, ZERO}), ALL - {NEG, ZERO}
-        if self._is_result(e, acq, aliases):
+        if self._is_result(e, acq, names, copies):
             return ALL - {ZERO}, frozenset({ZERO})
+        if self._is_store(e, acq):
+            return ALL, _NOTHING
         return ALL, ALL
 
-    def _is_result(self, e: Expr, acq: Acquisition, aliases: Aliases) -> bool:
+    @staticmethod
+    def _is_store(e: Expr, acq: Acquisition) -> bool:
+        """Whether `e` is where a GUP array call stored its pages (the array, or the page
+        variable of `&page`): when that is NULL, no page can be held in it."""
+        return acq.result != "page" and isinstance(e, Name | Field) and render(e) == acq.key
+
+    @staticmethod
+    def _is_result(e: Expr, acq: Acquisition, names: AbstractSet[str], copies: Aliases) -> bool:
         e = peel(e, AddrOf)
         if acq.result == "page":
-            return isinstance(e, Name) and (e.id == acq.key or (f"*{e.id}", acq.id) in aliases)
-        return acq.id in self._count_of(e, aliases)
+            return isinstance(e, Name) and (e.id == acq.key or (f"*{e.id}", acq.id) in copies)
+        return _counts(e, names)
 
     # ---------------------------------------------------------------- loops
     def _find_loops(self, ctx: _Ctx) -> None:
@@ -1022,16 +1115,23 @@ class Ownership:
             if found is None:
                 continue
             key, index = found
-            header = self._loop_header(cfg, n, index, comp)
-            if header is None:
-                continue
-            body = _natural_loop(cfg, header, rank)
+            key = ctx.points.get(key, key)
+            if index is None:
+                inner = _innermost_loop(cfg, n, comp, rank)
+                if inner is None:
+                    continue
+                header, body = inner
+            else:
+                head = self._loop_header(cfg, n, index, comp)
+                if head is None:
+                    continue
+                header, body = head, _natural_loop(cfg, head, rank)
             if n not in body:
                 continue
             exits = [pol for m, pol in cfg.succs[header] if m not in body and pol is not None]
             if len(exits) != 1:
                 continue
-            bound = self._bound(cfg, header, index, comp)
+            bound = self._bound(cfg, header, index, comp) if index is not None else None
             loop = LoopRelease(n, header, exits[0], key, bound, status)
             if status == RELEASED:
                 ctx.loops[n] = loop
@@ -1051,7 +1151,7 @@ class Ownership:
                     continue
                 targets = self.program.resolve(ctx.fn, call)
                 for i, a in enumerate(call.args):
-                    if not isinstance(peel(a, AddrOf), Index):
+                    if not isinstance(peel(a, AddrOf), (Index, Deref)):
                         continue
                     if targets:
                         eff = self.summary(targets[0], ctx.depth + 1).params.get(i)
@@ -1062,8 +1162,13 @@ class Ownership:
                         yield n, a, HANDED
             if ins.kind is Kind.ASSIGN and ins.rhs is not None and ins.lhs is not None:
                 stored = not (isinstance(ins.lhs, Name) and ins.lhs.id in ctx.fn.locals)
-                if stored and isinstance(peel(ins.rhs, AddrOf), Index):
-                    yield n, ins.rhs, HANDED
+                value = peel(ins.rhs, AddrOf)
+                while (
+                    isinstance(value, Call) and value.callee in self.rel.identities and value.args
+                ):
+                    value = peel(value.args[0], AddrOf)  # page_to_pfn(pages[i])
+                if stored and isinstance(value, (Index, Deref)):
+                    yield n, value, HANDED
 
     def _single_release_arg(self, ctx: _Ctx, call: Call) -> Expr | None:
         """The page a call releases: a one-page primitive's argument, or the page
@@ -1085,16 +1190,30 @@ class Ownership:
         return None
 
     @staticmethod
-    def _element_index(fn: Function, arg: Expr, comp: frozenset[int]) -> tuple[str, str] | None:
+    def _element_index(
+        fn: Function, arg: Expr, comp: frozenset[int]
+    ) -> tuple[str, str | None] | None:
+        """The array an element expression walks and its index variable: `pages[i]`
+        (also through `page = pages[i]`), or `*pages++` (a moving pointer: no index)."""
         arg = peel(arg, AddrOf)
+        if isinstance(arg, Deref):
+            moved = peel(arg.operand, AddrOf)
+            if isinstance(moved, Op) and moved.op in ("post++", "pre++") and moved.operands:
+                base = peel(moved.operands[0], AddrOf)
+                return (render(base), None) if isinstance(base, Name) else None
         if isinstance(arg, Name):  # page = pages[i]; ... put_page(page);
             for m in sorted(comp):
                 ins = fn.cfg.instrs[m]
                 if ins.kind is Kind.ASSIGN and ins.lhs == arg and ins.rhs is not None:
                     arg = peel(ins.rhs, AddrOf)
                     break
-        if isinstance(arg, Index) and isinstance(peel(arg.index, AddrOf), Name):
-            return render(peel(arg.base, AddrOf)), peel(arg.index, AddrOf).id  # type: ignore[union-attr]
+        if not isinstance(arg, Index):
+            return None
+        index = peel(arg.index, AddrOf)
+        if isinstance(index, Op) and index.op in _MOVES and len(index.operands) == 1:
+            index = peel(index.operands[0], AddrOf)  # pages[i++]
+        if isinstance(index, Name):
+            return render(peel(arg.base, AddrOf)), index.id
         return None
 
     @staticmethod
@@ -1166,15 +1285,13 @@ class Ownership:
                     continue
                 # Returning the count hands the pages over: they were held up to here.
                 holding = t.status != RELEASED and bool(t.cases & _HOLDS[acq.result])
-                if rhs is not None and holding and acq.id in self._count_of(rhs, st.aliases):
+                if rhs is not None and holding and _counts(rhs, t.names):
                     returns_count[acq.id] = True
                 if rhs is not None and _is_zero(rhs) and t.status == HELD and ZERO not in t.cases:
                     returns_zero_held[acq.id] = True
                 if t.status != HELD or not (t.cases & _HOLDS[acq.result]):
                     continue
-                if acq.owner == "caller" and (
-                    rhs is None or not self._negative(rhs, t, st.aliases)
-                ):
+                if acq.owner == "caller" and (rhs is None or not self._negative(rhs, t)):
                     continue
                 if ctx.events is not None:
                     what = render(rhs) if rhs is not None else "end of function"
@@ -1222,7 +1339,7 @@ class Ownership:
             break
         return Summary(params, acquire)
 
-    def _negative(self, e: Expr, t: Token, aliases: Aliases) -> bool:
+    def _negative(self, e: Expr, t: Token) -> bool:
         """Whether a returned value is an errno on this token's path."""
         e = peel(e, AddrOf)
         if _negative_const(e):
@@ -1234,10 +1351,7 @@ class Ownership:
         if isinstance(e, Op) and e.op == "?:" and len(e.operands) == 3:
             arms = e.operands[1:]
             return any(_negative_const(a) for a in arms) and all(
-                _negative_const(a)
-                or t.acq in self._count_of(a, aliases)
-                or self._negative(a, t, aliases)
-                for a in arms
+                _negative_const(a) or _counts(a, t.names) or self._negative(a, t) for a in arms
             )
         return False
 
@@ -1251,15 +1365,21 @@ class Ownership:
             return TraceStep(Location(fn.path, loc.line, loc.col), fn.name, note)
 
         steps = [step(acq.loc, acq.how)]
+
         # The shortest path from the acquisition to the event through nodes where the
-        # acquisition is alive.
+        # acquisition is in the state the event speaks of.
+        def alive(t: Token) -> bool:
+            if t.acq != acq.id or not t.cases & ev.cases:
+                return False
+            return t.status == HELD if ev.kind == "leak" else True
+
         parent: dict[int, tuple[int, bool | None]] = {}
         seen = {acq.node}
         queue = deque([acq.node])
         while queue and ev.node not in seen:
             m = queue.popleft()
             for s, pol in cfg.succs[m]:
-                if s in seen or s not in ins or not any(t.acq == acq.id for t in ins[s].tokens):
+                if s in seen or s not in ins or not any(alive(t) for t in ins[s].tokens):
                     continue
                 seen.add(s)
                 parent[s] = (m, pol)
@@ -1270,15 +1390,17 @@ class Ownership:
             p, pol = parent[m]
             path.append((p, pol))
             m = p
-        aliases = frozenset().union(*(ins[n].aliases for n in ins)) if ins else frozenset()
+        copies = frozenset().union(*(ins[n].aliases for n in ins)) if ins else frozenset()
+        names = frozenset().union(*(t.names for n in ins for t in ins[n].tokens if t.acq == acq.id))
         cases = self._initial_cases(acq) if acq.owner != "seed" else ALL
         for p, pol in reversed(path):
             b = cfg.instrs[p]
             if b.kind is not Kind.BRANCH or pol is None or b.rhs is None:
                 continue
-            true, false = self._cond(b.rhs, acq, aliases)
-            if (true, false) != (ALL, ALL):
-                cases &= true if pol else false
+            true, false = self._cond(b.rhs, acq, names, copies)
+            narrowed = cases & (true if pol else false)
+            if (true, false) != (ALL, ALL) and narrowed:
+                cases = narrowed
                 said = "true" if pol else "false"
                 steps.append(step(b.loc, f"`{render(b.rhs)}` is {said}: {_words(acq, cases)}"))
         steps.extend(ev.trace)
@@ -1292,6 +1414,9 @@ def _words(acq: Acquisition, cases: frozenset[str]) -> str:
         names = {NEG: "an ERR_PTR", ZERO: "NULL", FULL: "a referenced page"}
     elif acq.result == "status":
         names = {NEG: "an errno (no page held)", ZERO: "0 (every page held)"}
+    elif acq.result == "bytes":
+        names = {NEG: "an errno (no page held)", ZERO: "0 bytes", PART: "a byte count above 0"}
+        cases = cases - {FULL} | ({PART} if FULL in cases else set())
     else:
         names = {
             NEG: "an errno (no page held)",
@@ -1325,6 +1450,16 @@ def _event_note(ev: Event) -> str:
     return f"{ev.release}() releases the same pages again"
 
 
+def _counts(e: Expr, names: AbstractSet[str]) -> bool:
+    """Whether `e` is (a copy of) the result a token's names hold."""
+    e = peel(e, AddrOf)
+    if isinstance(e, Name):
+        return e.id in names
+    if isinstance(e, Call) and not e.indirect:
+        return f"@{e.loc.line}:{e.loc.col}" in names
+    return False
+
+
 def _is_one(e: Expr) -> bool:
     return isinstance(e, Const) and e.text == "1"
 
@@ -1338,16 +1473,16 @@ def _unsigned(type_text: str) -> bool:
 
 
 def _join(states: Sequence[State]) -> State:
-    merged: dict[tuple[int, str, int, bool, frozenset[str]], frozenset[str]] = {}
+    merged: dict[tuple[int, str, int, bool, frozenset[str], frozenset[str]], frozenset[str]] = {}
     aliases: set[tuple[str, int]] = set()
     for s in states:
         aliases |= s.aliases
         for t in s.tokens:
-            k = (t.acq, t.status, t.rel, t.loose, t.negs)
+            k = (t.acq, t.status, t.rel, t.loose, t.negs, t.names)
             merged[k] = merged.get(k, NONE) | t.cases
     tokens = frozenset(
-        Token(acq, status, cases, rel, loose, negs)
-        for (acq, status, rel, loose, negs), cases in merged.items()
+        Token(acq, status, cases, rel, loose, negs, names)
+        for (acq, status, rel, loose, negs, names), cases in merged.items()
     )
     return State(tokens, frozenset(aliases))
 
@@ -1412,3 +1547,19 @@ def _natural_loop(cfg: CFG, header: int, rank: dict[int, int]) -> set[int]:
         body.add(m)
         stack.extend(p for p, _ in cfg.preds(m) if p in rank)
     return body
+
+
+def _innermost_loop(
+    cfg: CFG, n: int, comp: frozenset[int], rank: dict[int, int]
+) -> tuple[int, set[int]] | None:
+    """The innermost loop around `n` that a branch heads, with its body."""
+    best: tuple[int, set[int]] | None = None
+    for h in sorted(comp):
+        if cfg.instrs[h].kind is not Kind.BRANCH:
+            continue
+        if not any(p in rank and rank[p] >= rank.get(h, 0) for p, _ in cfg.preds(h)):
+            continue
+        body = _natural_loop(cfg, h, rank)
+        if n in body and (best is None or len(body) < len(best[1])):
+            best = (h, body)
+    return best

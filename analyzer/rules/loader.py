@@ -270,6 +270,7 @@ class ReleaseApi:
     single: dict[str, SingleSpec]
     borrowers: frozenset[str]
     borrower_patterns: tuple[re.Pattern[str], ...]
+    identities: frozenset[str]
 
     def borrows(self, name: str) -> bool:
         return name in self.borrowers or any(p.search(name) for p in self.borrower_patterns)
@@ -418,4 +419,5 @@ def _load_release(path: Path) -> ReleaseApi:
         single=single,
         borrowers=frozenset(_str_list(path, d, "borrowers")),
         borrower_patterns=tuple(patterns),
+        identities=frozenset(_str_list(path, d, "identities")),
     )
