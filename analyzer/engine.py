@@ -11,7 +11,7 @@ from pathlib import Path
 
 from analyzer import __version__
 from analyzer.dataflow.locks import LockAnalysis
-from analyzer.dataflow.ownership import Ownership
+from analyzer.dataflow.ownership import Event, Ownership
 from analyzer.dataflow.provenance import Provenance
 from analyzer.frontend.parse import InputError, parse_file
 from analyzer.ir import FileIR, Function, Status
@@ -209,19 +209,20 @@ def scan(
     analysis_skipped: list[SkippedFunction] = []
     diagnostics = parsed.diagnostics
     ownership: Ownership | None = None
+    events: list[Event] = []
     for rule in rules:
         if progress is not None:
             progress(f"checking {rule.id}")
         if rule.analysis == "ownership":
             if ownership is None:
                 ownership = Ownership(program, api)
-                ownership.run()
+                events = ownership.run()
                 analysis_skipped.extend(
                     SkippedFunction(fn.path, fn.name, fn.loc.line, f"ownership analysis: {why}")
                     for fn, why in ownership.skipped
                     if fn.path in program.files
                 )
-            found, outcome = release.check(rule, ownership.events, ownership.acquisitions)
+            found, outcome = release.check(rule, events, ownership.acquisitions)
             findings.extend(found)
             outcomes.append(outcome)
             continue
