@@ -125,7 +125,6 @@ TRIAGED_DRIVERS = {
         ("drivers/gpu/drm/via/via_dri1.c", "via_lock_all_dma_pages", "gup-leak"),
         ("drivers/misc/bcm-vk/bcm_vk_sg.c", "bcm_vk_dma_alloc", "gup-leak"),
         ("drivers/rapidio/devices/rio_mport_cdev.c", "rio_dma_transfer", "gup-leak"),
-        ("drivers/staging/media/atomisp/pci/hmm/hmm_bo.c", "alloc_user_pages", "gup-leak"),
         ("drivers/vdpa/vdpa_user/vduse_dev.c", "vduse_dev_reg_umem", "gup-leak"),
     },
     "6.12": {

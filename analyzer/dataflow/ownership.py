@@ -91,6 +91,7 @@ class Acquisition:
     family: str  # pin | get | either
     param: int = -1  # the parameter a seed stands for
     how: str = ""  # how the call took the pages, for traces
+    field: str = ""  # a seed for the page array in this field of the parameter's struct
     # The pages went into the array from some index on (`&pages[n]`, `pages + n`): a
     # release of the array then covers other acquisitions too, so its bound and a
     # second release are not judged.
@@ -142,6 +143,9 @@ class AcquireSummary:
 class Summary:
     params: dict[int, ParamEffect] = field(default_factory=dict)
     acquire: AcquireSummary | None = None
+    # Page arrays the function releases in a struct a parameter points to:
+    # (parameter, field) -> the release (free_user_pages(bo, n) puts bo->pages[0..n)).
+    fields: dict[tuple[int, str], ParamEffect] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +272,8 @@ class _Ctx:
         self.loops: dict[int, LoopRelease] = {}
         self.exits: dict[tuple[int, bool], list[LoopRelease]] = {}
         self.events: list[Event] | None = None  # set while reporting
-        self.seed_releases: dict[int, ParamEffect] = {}
+        # (parameter, field or "") -> what the function does to its pages
+        self.seed_releases: dict[tuple[int, str], ParamEffect] = {}
         self.seed_kept: set[int] = set()
         # Local pointers into a local array (`pages = pvec + n`), by the array's name.
         self.points: dict[str, str] = {}
@@ -377,7 +382,48 @@ class Ownership:
             )
             ctx.acqs[acq.id] = acq
             out.append(Token(acq.id, HELD, frozenset({FULL})))
+        for i, p in enumerate(ctx.fn.params):
+            if p.name is None or p.type.struct in (None, "page") or p.type.ptr != 1:
+                continue
+            for k, fname in enumerate(self._page_array_fields(ctx.fn, p.name, p.type.struct)):
+                acq = Acquisition(
+                    id=-(1000 * (i + 1) + k),
+                    node=CFG.ENTRY,
+                    loc=ctx.fn.loc,
+                    source=ctx.fn.name,
+                    key=f"{p.name}->{fname}",
+                    single=False,
+                    owner="seed",
+                    result="page",
+                    requested=None,
+                    family="either",
+                    param=i,
+                    field=fname,
+                )
+                ctx.acqs[acq.id] = acq
+                out.append(Token(acq.id, HELD, frozenset({FULL})))
         return out
+
+    def _page_array_fields(self, fn: Function, param: str, struct: str) -> list[str]:
+        """Fields of a parameter's struct that hold page arrays: typed so in the struct
+        (when its definition was read), or released as one in the body."""
+        fields = {
+            f
+            for f, t in self.program.struct_fields.get(struct, {}).items()
+            if t.struct == "page" and t.ptr == 2
+        }
+        for _n, call in fn.calls():
+            spec = self.rel.release.get(self.program.canonical(call.callee or ""))
+            if spec is None or call.indirect:
+                continue
+            index = spec.page if spec.page is not None else spec.pages
+            if index is None or index >= len(call.args):
+                continue
+            arg = call.args[index]
+            array = peel(_array_of(arg) if spec.page is not None else arg, AddrOf)
+            if isinstance(array, Field) and array.arrow and array.base == Name(param):
+                fields.add(array.name)
+        return sorted(fields)
 
     # ---------------------------------------------------------------- transfer
     def _transfer(self, ctx: _Ctx, n: int, st: State) -> State:
@@ -716,6 +762,7 @@ class Ownership:
         if not call.indirect and name in self.api.refs.reference:
             again = {aid for a in call.args for aid in self._mentions(ctx, a, aliases)}
             return {replace(t, loose=True) if t.acq in again else t for t in tokens}
+        tokens = self._field_releases(ctx, n, call, tokens, aliases)
         held = [(i, a, self._mentions(ctx, a, aliases)) for i, a in enumerate(call.args)]
         held = [(i, a, ids) for i, a, ids in held if ids]
         if not held:
@@ -755,6 +802,54 @@ class Ownership:
                     arg,
                     bound,
                     bulk,
+                    unsigned,
+                    tokens,
+                    aliases,
+                )
+        return tokens
+
+    def _field_releases(
+        self, ctx: _Ctx, n: int, call: Call, tokens: set[Token], aliases: Aliases
+    ) -> set[Token]:
+        """A helper given a struct whose page array it releases: `free_user_pages(bo, n)`
+        releases bo->pages[0..n)."""
+        keys = {ctx.acqs[t.acq].key for t in tokens if t.status == HELD}
+        bases = {
+            i: peel(a, AddrOf)
+            for i, a in enumerate(call.args)
+            if any(
+                k.startswith((f"{render(peel(a, AddrOf))}->", f"{render(peel(a, AddrOf))}."))
+                for k in keys
+            )
+        }
+        if not bases or call.indirect:
+            return tokens
+        for target in self.program.resolve(ctx.fn, call)[:1]:
+            for (i, fname), eff in self.summary(target, ctx.depth + 1).fields.items():
+                base = bases.get(i)
+                if base is None or eff.kind != "release":
+                    continue
+                arrow = not isinstance(call.args[i], AddrOf)
+                array = Field(base, fname, arrow)
+                bound = (
+                    call.args[eff.bound]
+                    if eff.bound is not None and eff.bound < len(call.args)
+                    else None
+                )
+                unsigned = (
+                    eff.bound is not None
+                    and eff.bound < len(target.params)
+                    and _unsigned(target.params[eff.bound].type.text)
+                )
+                tokens = self._release(
+                    ctx,
+                    n,
+                    call,
+                    target.name,
+                    eff.family,
+                    array,
+                    bound,
+                    True,
                     unsigned,
                     tokens,
                     aliases,
@@ -846,10 +941,11 @@ class Ownership:
                     bound_param = next(
                         (i for i, p in enumerate(ctx.fn.params) if p.name == b.id), None
                     )
-                seen = ctx.seed_releases.get(acq.param)
+                slot = (acq.param, acq.field)
+                seen = ctx.seed_releases.get(slot)
                 if seen is not None and seen.family != family:
                     family = "any"  # one path puts, another unpins: the caller's flags decide
-                ctx.seed_releases[acq.param] = ParamEffect("release", family, bound_param)
+                ctx.seed_releases[slot] = ParamEffect("release", family, bound_param)
         return out
 
     def _judge_release(
@@ -1280,7 +1376,7 @@ class Ownership:
             for t in st.tokens:
                 acq = ctx.acqs[t.acq]
                 if acq.owner == "seed":
-                    if t.status == HANDED:
+                    if t.status == HANDED and not acq.field:
                         ctx.seed_kept.add(acq.param)
                     continue
                 # Returning the count hands the pages over: they were held up to here.
@@ -1314,8 +1410,8 @@ class Ownership:
                 continue
             if i in ctx.seed_kept:
                 params[i] = ParamEffect("keep")
-            elif i in ctx.seed_releases:
-                params[i] = ctx.seed_releases[i]
+            elif (i, "") in ctx.seed_releases:
+                params[i] = ctx.seed_releases[(i, "")]
             else:
                 params[i] = ParamEffect("borrow")
         acquire = None
@@ -1337,7 +1433,8 @@ class Ownership:
                 continue
             acquire = AcquireSummary(filled, req, acq.family, result, acq.source)
             break
-        return Summary(params, acquire)
+        fields = {k: v for k, v in ctx.seed_releases.items() if k[1]}
+        return Summary(params, acquire, fields)
 
     def _negative(self, e: Expr, t: Token) -> bool:
         """Whether a returned value is an errno on this token's path."""
