@@ -658,3 +658,18 @@ def test_call_path_svg_follows_the_page(v31_view: ReportView) -> None:
 def test_call_path_svg_stops_at_the_first_reference_step(v31_view: ReportView) -> None:
     f4 = next(f for f in v31_view.findings if f.function == "follow_ref_foll")
     assert _svg_boxes(f4) == ["follow_ref_foll()"]
+
+
+def test_ownership_findings_show_no_lock_columns() -> None:
+    """A leak or over-release page says what is marked and leaves out the lock columns,
+    which only mean something for the lock rule."""
+    tree = Path("fixtures")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(REPO)
+        result = engine.scan(tree, ["gup-leak/bad_partial_return_efault.c"])
+    assert [f.rule_id for f in result.findings] == ["gup-leak"]
+    pages = render_pages(build_in_repo(result, tree))
+    (page,) = [p for name, p in pages.items() if name.startswith("finding-")]
+    assert "the line reported" in page
+    assert 'class="held"' not in page and 'class="locks"' not in page
+    assert 'class="src"' in page  # the source is still shown, with the trace badges

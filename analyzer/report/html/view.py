@@ -15,6 +15,7 @@ from pygments.token import STANDARD_TYPES, _TokenType
 
 from analyzer.model import CallEdge, Finding, FunctionFacts, RunResult, TraceStep
 from analyzer.report.html.svg import call_path_svg
+from analyzer.rules.loader import load_rules
 
 CONTEXT_LINES = 3
 MAX_EXCERPT_LINES = 120
@@ -52,6 +53,13 @@ class StepView:
     anchor: str
 
 
+def _shows_locks(rule_id: str) -> bool:
+    """Only lock rules have locks to show at each step and line (a rule no longer
+    shipped, from a compared report, is taken as one)."""
+    analysis = {r.id: r.analysis for r in load_rules()}
+    return analysis.get(rule_id, "reference-race") == "reference-race"
+
+
 @dataclass(frozen=True)
 class FindingView:
     id: str
@@ -70,6 +78,7 @@ class FindingView:
     steps: tuple[StepView, ...]
     excerpts: tuple[Excerpt, ...]
     svg: Markup
+    locks: bool  # the rule is about locks: show what is held at each step and line
 
 
 @dataclass(frozen=True)
@@ -272,6 +281,7 @@ class _Builder:
             steps=steps,
             excerpts=excerpts,
             svg=call_path_svg(f.trace[: self._sink_index(f) + 1]),
+            locks=_shows_locks(f.rule_id),
         )
 
     @staticmethod
