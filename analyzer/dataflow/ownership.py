@@ -26,10 +26,12 @@ with none).
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from analyzer.dataflow.provenance import pages_arg
 from analyzer.dataflow.solver import BudgetExceeded, ForwardSolver
@@ -112,6 +114,9 @@ class Token:
     # when it is tested in place): kept per path, so `nr = 0` on one branch and
     # `nr = ret` on another do not blur.
     names: frozenset[str] = NONE
+    # Conditions on values the function never changes, as this path decided them: a
+    # later test of the same condition can only go the same way.
+    facts: frozenset[tuple[str, bool]] = frozenset()
 
 
 Aliases = AbstractSet[tuple[str, int]]
@@ -277,6 +282,11 @@ class _Ctx:
         self.seed_kept: set[int] = set()
         # Local pointers into a local array (`pages = pvec + n`), by the array's name.
         self.points: dict[str, str] = {}
+        # Branch node -> its condition, when it tests only values the function never
+        # changes (parameters never assigned, constants); and the conditions that hold
+        # at a node because every path to it decided them.
+        self.invariant: dict[int, str] = {}
+        self.decided: dict[int, frozenset[tuple[str, bool]]] = {}
 
 
 class Ownership:
@@ -339,6 +349,7 @@ class Ownership:
                     ctx.points[name] = inside[0].id
         entry = State(frozenset(self._seeds(ctx)), frozenset())
         self._find_loops(ctx)
+        self._find_invariants(ctx)
         solver: ForwardSolver[State] = ForwardSolver(
             lambda n, s: self._transfer(ctx, n, s),
             _join,
@@ -437,7 +448,8 @@ class Ownership:
                 tokens = {t for t in tokens if t.acq != acq.id}
                 aliases = {a for a in aliases if a[1] != acq.id}
                 at = frozenset({f"@{call.loc.line}:{call.loc.col}"})
-                tokens.add(Token(acq.id, HELD, self._initial_cases(acq), names=at))
+                decided = ctx.decided.get(n, frozenset())
+                tokens.add(Token(acq.id, HELD, self._initial_cases(acq), names=at, facts=decided))
                 fresh[call.loc] = acq.id
             else:
                 tokens = self._call(ctx, n, call, tokens, aliases)
@@ -943,9 +955,9 @@ class Ownership:
                     )
                 slot = (acq.param, acq.field)
                 seen = ctx.seed_releases.get(slot)
-                if seen is not None and seen.family != family:
-                    family = "any"  # one path puts, another unpins: the caller's flags decide
-                ctx.seed_releases[slot] = ParamEffect("release", family, bound_param)
+                # One path puts, another unpins: the caller's flags decide.
+                kind = "any" if seen is not None and seen.family != family else family
+                ctx.seed_releases[slot] = ParamEffect("release", kind, bound_param)
         return out
 
     def _judge_release(
@@ -1108,6 +1120,14 @@ class Ownership:
             return st
         ins = ctx.fn.cfg.instrs[p]
         tokens = st.tokens
+        fact = ctx.invariant.get(p)
+        if fact is not None and tokens:
+            went = pol == _polarity(ins.rhs)
+            tokens = frozenset(
+                replace(t, facts=t.facts | {(fact, went)})
+                for t in tokens
+                if (fact, not went) not in t.facts  # the other way on this path: infeasible
+            )
         if ins.kind is Kind.BRANCH and ins.rhs is not None and tokens:
             out = set()
             for t in tokens:
@@ -1359,6 +1379,49 @@ class Ownership:
                     queue.append(p)
         return i
 
+    # ---------------------------------------------------------------- invariant conditions
+    def _find_invariants(self, ctx: _Ctx) -> None:
+        """Branches on values the function never changes (`flags & PIN` with `flags` a
+        parameter never assigned), and for each such condition the nodes every path to
+        which has decided it one way."""
+        fn = ctx.fn
+        cfg = fn.cfg
+        written = {
+            ins.lhs.id
+            for ins in cfg.instrs
+            if ins.kind is Kind.ASSIGN and isinstance(ins.lhs, Name)
+        }
+        written |= {  # &x passed anywhere: x may change behind our back
+            e.operand.id
+            for ins in cfg.instrs
+            for e in _subexprs(ins.rhs, ins.lhs, *ins.calls)
+            if isinstance(e, AddrOf) and isinstance(e.operand, Name)
+        }
+        params = {p.name for p in fn.params if p.name}
+        by_cond: dict[str, list[int]] = {}
+        for n, ins in enumerate(cfg.instrs):
+            if ins.kind is not Kind.BRANCH or ins.rhs is None:
+                continue
+            cond = _bare(ins.rhs)
+            if not _pure(cond):
+                continue
+            names = set(_names(cond))
+            if not names or not all(
+                (x in params and x not in written) or _CONSTANT.fullmatch(x) for x in names
+            ):
+                continue
+            if not names & params:
+                continue
+            ctx.invariant[n] = render(cond)
+            by_cond.setdefault(render(cond), []).append(n)
+        for text, nodes in by_cond.items():
+            for went in (True, False):
+                # Cut the edges where the condition comes out `went`: what is then
+                # unreachable lies behind such an edge on every path.
+                cut = {(b, went == _polarity(cfg.instrs[b].rhs)) for b in nodes}
+                for m in _unreached(cfg, cut):
+                    ctx.decided[m] = ctx.decided.get(m, frozenset()) | {(text, went)}
+
     # ---------------------------------------------------------------- exits
     def _exits(self, ctx: _Ctx, outs: dict[int, State]) -> Summary:
         """Leaks at the function's exits, and its summary."""
@@ -1547,6 +1610,61 @@ def _event_note(ev: Event) -> str:
     return f"{ev.release}() releases the same pages again"
 
 
+_CONSTANT = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def _bare(e: Expr) -> Expr:
+    """A condition without its `!`s and casts (`!(flags & X)` -> `flags & X`)."""
+    e = peel(e, AddrOf)
+    while isinstance(e, Op) and e.op == "!" and len(e.operands) == 1:
+        e = peel(e.operands[0], AddrOf)
+    return e
+
+
+def _polarity(e: Expr | None) -> bool:
+    """Which branch edge means the bare condition is true: `!x` flips it."""
+    flip = False
+    x = peel(e, AddrOf) if e is not None else None
+    while isinstance(x, Op) and x.op == "!" and len(x.operands) == 1:
+        flip = not flip
+        x = peel(x.operands[0], AddrOf)
+    return not flip
+
+
+def _pure(e: Expr) -> bool:
+    """No calls, no memory reads: a condition on values alone."""
+    return all(not isinstance(x, Call | Field | Index | Deref) for x in _subexprs(e))
+
+
+def _subexprs(*roots: Expr | None) -> Iterator[Expr]:
+    stack = [r for r in roots if r is not None]
+    while stack:
+        x = stack.pop()
+        yield x
+        match x:
+            case Field(base=b) | AddrOf(operand=b) | Deref(operand=b):
+                stack.append(b)
+            case Index(base=b, index=i):
+                stack += [b, i]
+            case Call(args=args):
+                stack += list(args)
+            case Op(operands=ops):
+                stack += list(ops)
+
+
+def _unreached(cfg: CFG, cut: set[tuple[int, bool]]) -> set[int]:
+    """Nodes no path from the entry reaches without crossing one of the `cut` edges."""
+    seen = {CFG.ENTRY}
+    stack = [CFG.ENTRY]
+    while stack:
+        m = stack.pop()
+        for s, pol in cfg.succs[m]:
+            if s not in seen and (pol is None or (m, pol) not in cut):
+                seen.add(s)
+                stack.append(s)
+    return set(range(len(cfg.instrs))) - seen
+
+
 def _counts(e: Expr, names: AbstractSet[str]) -> bool:
     """Whether `e` is (a copy of) the result a token's names hold."""
     e = peel(e, AddrOf)
@@ -1570,16 +1688,16 @@ def _unsigned(type_text: str) -> bool:
 
 
 def _join(states: Sequence[State]) -> State:
-    merged: dict[tuple[int, str, int, bool, frozenset[str], frozenset[str]], frozenset[str]] = {}
+    merged: dict[tuple[Any, ...], frozenset[str]] = {}
     aliases: set[tuple[str, int]] = set()
     for s in states:
         aliases |= s.aliases
         for t in s.tokens:
-            k = (t.acq, t.status, t.rel, t.loose, t.negs, t.names)
+            k = (t.acq, t.status, t.rel, t.loose, t.negs, t.names, t.facts)
             merged[k] = merged.get(k, NONE) | t.cases
     tokens = frozenset(
-        Token(acq, status, cases, rel, loose, negs, names)
-        for (acq, status, rel, loose, negs, names), cases in merged.items()
+        Token(acq, status, cases, rel, loose, negs, names, facts)
+        for (acq, status, rel, loose, negs, names, facts), cases in merged.items()
     )
     return State(tokens, frozenset(aliases))
 
