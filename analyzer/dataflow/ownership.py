@@ -181,20 +181,8 @@ class LoopRelease:
 
 
 def _names(e: Expr | None) -> Iterator[str]:
-    stack = [e] if e is not None else []
-    while stack:
-        x = stack.pop()
-        match x:
-            case Name(id=i):
-                yield i
-            case Field(base=b) | AddrOf(operand=b) | Deref(operand=b):
-                stack.append(b)
-            case Index(base=b, index=i):
-                stack += [b, i]
-            case Call(args=args):
-                stack += list(args)
-            case Op(operands=ops):
-                stack += list(ops)
+    """The variable names an expression mentions."""
+    return (x.id for x in _subexprs(e) if isinstance(x, Name))
 
 
 def _root(e: Expr) -> Name | None:
@@ -264,7 +252,6 @@ _VS_REQUESTED = {
     "!=": frozenset({NEG, ZERO, PART}),
 }
 _MIRROR = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "==": "==", "!=": "!="}
-_TRANSPARENT = frozenset({"likely", "unlikely", "WARN_ON", "WARN_ON_ONCE", "WARN_ONCE"})
 
 
 class _Ctx:
@@ -274,6 +261,7 @@ class _Ctx:
         self.fn = fn
         self.depth = depth
         self.acqs: dict[int, Acquisition] = {}
+        self.plain: set[int] = set()  # calls (node * 64 + index) that acquire nothing
         self.loops: dict[int, LoopRelease] = {}
         self.exits: dict[tuple[int, bool], list[LoopRelease]] = {}
         self.events: list[Event] | None = None  # set while reporting
@@ -482,7 +470,7 @@ class Ownership:
         aid = n * 64 + idx
         if aid in ctx.acqs:
             return ctx.acqs[aid]
-        if call.indirect:
+        if aid in ctx.plain or call.indirect:
             return None
         name = self.program.canonical(call.callee or "")
         acq: Acquisition | None = None
@@ -496,6 +484,8 @@ class Ownership:
             acq = self._helper_acq(ctx, n, aid, call)
         if acq is not None:
             ctx.acqs[aid] = acq
+        else:
+            ctx.plain.add(aid)  # the solver visits nodes again: resolve the call once
         return acq
 
     def _array_acq(
@@ -665,7 +655,7 @@ class Ownership:
                 shifted = shifted or not _is_zero(src.index)
             if not isinstance(base, Name) or base.id == name or base.id not in fn.locals:
                 return None
-            if any(p.name == base.id for p in fn.params) or found not in (None, base):
+            if _param_index(fn, base.id) is not None or found not in (None, base):
                 return None
             found = base
         return (found, shifted) if found is not None else None
@@ -685,14 +675,14 @@ class Ownership:
             if (
                 isinstance(src, Name)
                 and src.id != name
-                and (src.id not in fn.locals or any(p.name == src.id for p in fn.params))
+                and (src.id not in fn.locals or _param_index(fn, src.id) is not None)
             ):
                 return True
         return False
 
     @staticmethod
     def _is_param(fn: Function, name: str) -> bool:
-        return any(p.name == name for p in fn.params)
+        return _param_index(fn, name) is not None
 
     @staticmethod
     def _handles_pages(fn: Function) -> bool:
@@ -948,11 +938,7 @@ class Ownership:
                         )
                     )
             if acq.owner == "seed" and ctx.events is not None:
-                bound_param = None
-                if isinstance(b, Name):
-                    bound_param = next(
-                        (i for i, p in enumerate(ctx.fn.params) if p.name == b.id), None
-                    )
+                bound_param = _param_index(ctx.fn, b.id) if isinstance(b, Name) else None
                 slot = (acq.param, acq.field)
                 seen = ctx.seed_releases.get(slot)
                 # One path puts, another unpins: the caller's flags decide.
@@ -1187,11 +1173,15 @@ class Ownership:
                 else:
                     return ALL, ALL
                 return table, ALL - table
-            case Call(callee=c, args=(x,)) if c in _TRANSPARENT:
+            case Call(callee=c, args=(x,)) if c in self.rel.transparent:
                 return self._cond(x, acq, names, copies)
-            case Call(callee="IS_ERR", args=(x,)) if self._is_result(x, acq, names, copies):
+            case Call(callee=c, args=(x,)) if c in self.rel.is_err and self._is_result(
+                x, acq, names, copies
+            ):
                 return frozenset({NEG}), ALL - {NEG}
-            case Call(callee="IS_ERR_OR_NULL", args=(x,)) if self._is_result(x, acq, names, copies):
+            case Call(callee=c, args=(x,)) if c in self.rel.is_err_or_null and self._is_result(
+                x, acq, names, copies
+            ):
                 return frozenset({NEG, ZERO}), ALL - {NEG, ZERO}
         if self._is_result(e, acq, names, copies):
             return ALL - {ZERO}, frozenset({ZERO})
@@ -1482,12 +1472,12 @@ class Ownership:
             acq = ctx.acqs[aid]
             if acq.owner != "caller" or acq.single or acq.result not in ("count", "status"):
                 continue
-            filled = next((i for i, p in enumerate(fn.params) if p.name == acq.key), None)
+            filled = _param_index(fn, acq.key)
             if filled is None:
                 continue
             req = None
             if isinstance(acq.requested, Name):
-                req = next((i for i, p in enumerate(fn.params) if p.name == acq.requested.id), None)
+                req = _param_index(fn, acq.requested.id)
             if returns_count.get(aid):
                 result = acq.result
             elif returns_zero_held.get(aid):
@@ -1663,6 +1653,10 @@ def _unreached(cfg: CFG, cut: set[tuple[int, bool]]) -> set[int]:
                 seen.add(s)
                 stack.append(s)
     return set(range(len(cfg.instrs))) - seen
+
+
+def _param_index(fn: Function, name: str) -> int | None:
+    return next((i for i, p in enumerate(fn.params) if p.name == name), None)
 
 
 def _counts(e: Expr, names: AbstractSet[str]) -> bool:

@@ -271,6 +271,9 @@ class ReleaseApi:
     borrowers: frozenset[str]
     borrower_patterns: tuple[re.Pattern[str], ...]
     identities: frozenset[str]
+    transparent: frozenset[str]  # wrappers a condition reads through: unlikely(x)
+    is_err: frozenset[str]  # tests that a pointer is an ERR_PTR
+    is_err_or_null: frozenset[str]  # ... or NULL
 
     def borrows(self, name: str) -> bool:
         return name in self.borrowers or any(p.search(name) for p in self.borrower_patterns)
@@ -420,4 +423,7 @@ def _load_release(path: Path) -> ReleaseApi:
         borrowers=frozenset(_str_list(path, d, "borrowers")),
         borrower_patterns=tuple(patterns),
         identities=frozenset(_str_list(path, d, "identities")),
+        transparent=frozenset(_str_list(path, d, "transparent")),
+        is_err=frozenset(_str_list(path, d, "is_err")),
+        is_err_or_null=frozenset(_str_list(path, d, "is_err_or_null")),
     )
