@@ -6,9 +6,11 @@ import dataclasses
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -17,6 +19,7 @@ import click
 
 from analyzer import __version__, engine, kbuild, patchmode
 from analyzer.dataflow.locks import LockAnalysis
+from analyzer.factstore import FactStore, StoreError, default_dir
 from analyzer.fsutil import write_atomically
 from analyzer.program.model import Program
 from analyzer.program.tree import TreeError
@@ -86,6 +89,39 @@ def _guard(action: Callable[[], int]) -> NoReturn:
         traceback.print_exc()
         _fail(f"internal error: {e.__class__.__name__}: {e}", Exit.INTERNAL_ERROR)
     sys.exit(code)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"krefaudit: warning: {message}", err=True)
+
+
+@contextmanager
+def _fact_store(cache_dir: Path | None, no_cache: bool) -> Iterator[FactStore | None]:
+    """The fact store of --cache (default: the user's cache folder), or None with
+    --no-cache or when it cannot be used (said on stderr; the run goes on without it)."""
+    if no_cache:
+        yield None
+        return
+    try:
+        store = FactStore(cache_dir or default_dir(), _warn)
+    except (StoreError, OSError, sqlite3.Error) as e:
+        _warn(f"cache not used: {e}")
+        yield None
+        return
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def cache_opts(f: Callable[..., None]) -> Callable[..., None]:
+    f = click.option("--no-cache", is_flag=True, help="Neither read nor write the fact store.")(f)
+    return click.option(
+        "--cache",
+        "cache_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"Fact store folder: facts and results of earlier runs [default: {default_dir()}].",
+    )(f)
 
 
 tree_arg = click.argument("tree", type=click.Path(file_okay=False, path_type=Path), metavar="TREE")
@@ -163,6 +199,12 @@ def main() -> None:
     type=click.Choice(MODELS),
     help="Use this refcount model instead of reading it from the tree's get_page().",
 )
+@click.option(
+    "--lower-all",
+    is_flag=True,
+    help="Lower every file, also those that name nothing the rules track.",
+)
+@cache_opts
 @jobs_opt
 @quiet_opt
 def scan(
@@ -177,6 +219,9 @@ def scan(
     suppressions: Path | None,
     ignore: tuple[str, ...],
     refcount_model: str | None,
+    lower_all: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
     jobs: int,
     quiet: bool,
 ) -> None:
@@ -192,7 +237,10 @@ def scan(
             read_suppressions(suppressions) if suppressions is not None else (),
             frozenset(ignore),
         )
-        result = engine.scan(tree, list(paths) or None, refcount_model, Progress(quiet), jobs)
+        with _fact_store(cache_dir, no_cache) as store:
+            result = engine.scan(
+                tree, list(paths) or None, refcount_model, Progress(quiet), jobs, store, lower_all
+            )
         kept, left_out = triage.split(result.findings)
         result = dataclasses.replace(result, findings=kept, left_out=left_out)
         root_uri = tree.resolve().as_uri() + "/"
@@ -232,6 +280,7 @@ def scan(
     show_default=True,
     help="Label each call with the locks held on every path to it.",
 )
+@cache_opts
 @quiet_opt
 def callgraph(
     tree: Path,
@@ -240,15 +289,18 @@ def callgraph(
     around: str | None,
     depth: int,
     locks: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
     quiet: bool,
 ) -> None:
     """Print the call graph of PATHs: direct calls and calls through function pointers
     (dashed), each labelled with where it is and what is held there."""
 
     def run() -> int:
-        parsed = engine.parse_paths(
-            tree, list(paths) or list(engine.DEFAULT_PATHS), Progress(quiet)
-        )
+        with _fact_store(cache_dir, no_cache) as store:
+            parsed = engine.parse_paths(
+                tree, list(paths) or list(engine.DEFAULT_PATHS), Progress(quiet), store=store
+            )
         program = Program(parsed.files)
         analysis = LockAnalysis(program, load_api().locks) if locks else None
         es = cg.edges(program, analysis, around, depth)
@@ -266,14 +318,26 @@ def callgraph(
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@cache_opts
+@jobs_opt
 @quiet_opt
-def coverage(tree: Path, paths: tuple[str, ...], fmt: str, quiet: bool) -> None:
-    """Report what the front end lowered: functions seen, clean, recovered, skipped."""
+def coverage(
+    tree: Path,
+    paths: tuple[str, ...],
+    fmt: str,
+    cache_dir: Path | None,
+    no_cache: bool,
+    jobs: int,
+    quiet: bool,
+) -> None:
+    """Report what the front end lowered of every file: functions seen, clean, recovered,
+    skipped."""
 
     def run() -> int:
-        parsed = engine.parse_paths(
-            tree, list(paths) or list(engine.DEFAULT_PATHS), Progress(quiet)
-        )
+        with _fact_store(cache_dir, no_cache) as store:
+            parsed = engine.parse_paths(
+                tree, list(paths) or list(engine.DEFAULT_PATHS), Progress(quiet), jobs, store
+            )
         if fmt == "json":
             doc = coverage_dict(parsed.coverage)
             doc["diagnostics"] = parsed.diagnostics
@@ -322,15 +386,26 @@ def _report_comparison(cmp: patchmode.Comparison, fmt: str) -> int:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@cache_opts
 @jobs_opt
 @quiet_opt
-def check_range(repo: Path, rev_range: str, fmt: str, jobs: int, quiet: bool) -> None:
+def check_range(
+    repo: Path,
+    rev_range: str,
+    fmt: str,
+    cache_dir: Path | None,
+    no_cache: bool,
+    jobs: int,
+    quiet: bool,
+) -> None:
     """Findings that BASE..HEAD of the git repository REPO introduces (and fixes)."""
-    _guard(
-        lambda: _report_comparison(
-            patchmode.check_range(repo, rev_range, jobs, Progress(quiet)), fmt
-        )
-    )
+
+    def run() -> int:
+        with _fact_store(cache_dir, no_cache) as store:
+            cmp = patchmode.check_range(repo, rev_range, jobs, Progress(quiet), store)
+        return _report_comparison(cmp, fmt)
+
+    _guard(run)
 
 
 @main.command("check-patch")
@@ -345,16 +420,27 @@ def check_range(repo: Path, rev_range: str, fmt: str, jobs: int, quiet: bool) ->
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@cache_opts
 @jobs_opt
 @quiet_opt
-def check_patch(tree: Path, patches: tuple[Path, ...], fmt: str, jobs: int, quiet: bool) -> None:
+def check_patch(
+    tree: Path,
+    patches: tuple[Path, ...],
+    fmt: str,
+    cache_dir: Path | None,
+    no_cache: bool,
+    jobs: int,
+    quiet: bool,
+) -> None:
     """Findings that PATCHes (git format-patch or git diff output, applied in order with
     patch -p1 to a copy of the touched directories) introduce in TREE (and fix)."""
-    _guard(
-        lambda: _report_comparison(
-            patchmode.check_patch(tree, list(patches), jobs, Progress(quiet)), fmt
-        )
-    )
+
+    def run() -> int:
+        with _fact_store(cache_dir, no_cache) as store:
+            cmp = patchmode.check_patch(tree, list(patches), jobs, Progress(quiet), store)
+        return _report_comparison(cmp, fmt)
+
+    _guard(run)
 
 
 @main.command(
@@ -409,14 +495,23 @@ def baseline() -> None:
 @tree_arg
 @paths_arg
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@cache_opts
 @quiet_opt
-def baseline_create(tree: Path, paths: tuple[str, ...], output: Path, quiet: bool) -> None:
+def baseline_create(
+    tree: Path,
+    paths: tuple[str, ...],
+    output: Path,
+    cache_dir: Path | None,
+    no_cache: bool,
+    quiet: bool,
+) -> None:
     """Write the fingerprints of the findings of PATHs to OUTPUT (which must not exist)."""
 
     def run() -> int:
         if output.exists():
             _fail(f"{output}: exists; use `krefaudit baseline update`")
-        result = engine.scan(tree, list(paths) or None, None, Progress(quiet))
+        with _fact_store(cache_dir, no_cache) as store:
+            result = engine.scan(tree, list(paths) or None, None, Progress(quiet), store=store)
         write_atomically(output, render_baseline(result.findings))
         click.echo(f"krefaudit: {output}: {len(result.findings)} fingerprint(s)")
         return Exit.CLEAN
@@ -428,14 +523,23 @@ def baseline_create(tree: Path, paths: tuple[str, ...], output: Path, quiet: boo
 @tree_arg
 @paths_arg
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@cache_opts
 @quiet_opt
-def baseline_update(tree: Path, paths: tuple[str, ...], output: Path, quiet: bool) -> None:
+def baseline_update(
+    tree: Path,
+    paths: tuple[str, ...],
+    output: Path,
+    cache_dir: Path | None,
+    no_cache: bool,
+    quiet: bool,
+) -> None:
     """Rewrite OUTPUT with the fingerprints of today's findings: new ones are added,
     fixed ones dropped."""
 
     def run() -> int:
         old = read_baseline(output) if output.exists() else frozenset()
-        result = engine.scan(tree, list(paths) or None, None, Progress(quiet))
+        with _fact_store(cache_dir, no_cache) as store:
+            result = engine.scan(tree, list(paths) or None, None, Progress(quiet), store=store)
         new = {f.fingerprint for f in result.findings}
         write_atomically(output, render_baseline(result.findings))
         click.echo(

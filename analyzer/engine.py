@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import multiprocessing
+import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ from analyzer import __version__
 from analyzer.dataflow.locks import LockAnalysis
 from analyzer.dataflow.ownership import Event, Ownership
 from analyzer.dataflow.provenance import Provenance
-from analyzer.frontend.parse import InputError, parse_file
+from analyzer.factstore import FactStore, digest
+from analyzer.frontend.parse import InputError, check_source, parse_bytes
 from analyzer.ir import FileIR, Function, Status
 from analyzer.model import (
     CallEdge,
@@ -26,7 +29,13 @@ from analyzer.model import (
     SkippedFunction,
 )
 from analyzer.program.model import CallSite, Program
-from analyzer.program.tree import DefinitionIndex, discover, kernel_version
+from analyzer.program.tree import (
+    DefinitionIndex,
+    Discovery,
+    definition_files,
+    discover,
+    kernel_version,
+)
 from analyzer.rules import refmodel, release
 from analyzer.rules.loader import KernelApi, load_api, load_rules
 from analyzer.rules.tail_ref_race import TailRefRace
@@ -45,45 +54,152 @@ class Parsed:
     diagnostics: list[str]
 
 
-def _parse_one(job: tuple[Path, str]) -> FileIR | str:
-    """Parse one file: its IR, or the InputError message (picklable for worker processes)."""
-    tree, rel = job
+# What the front end makes of one file: whether its text holds a relevance token, and
+# its IR, or why it could not be read or lowered, or None when it was not lowered.
+Entry = tuple[bool, FileIR | str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    tree: Path
+    rel: str
+    tokens: tuple[bytes, ...]  # the relevance tokens (rules/api/prefilter.yaml)
+    lower_all: bool  # lower files that hold none of them too
+    pickled: bool  # hand the entry back pickled, ready for the fact store
+
+
+def _parse_one(job: _Job) -> tuple[str, str, Entry | bytes]:
+    """(rel, content hash, entry) of one file; runs in worker processes."""
     try:
-        return parse_file(tree / rel, rel)
-    except InputError as e:
-        return str(e)
+        data = (job.tree / job.rel).read_bytes()
+    except OSError as e:
+        return job.rel, "", (True, f"{job.rel}: cannot read: {e.strerror or e}")
+    relevant = any(t in data for t in job.tokens)
+    entry: Entry
+    problem = check_source(data, job.rel)
+    if problem is not None:
+        entry = (relevant, problem)
+    elif relevant or job.lower_all:
+        try:
+            entry = (relevant, parse_bytes(data, job.rel))
+        except InputError as e:
+            entry = (relevant, str(e))
+    else:
+        entry = (False, None)
+    if job.pickled:
+        return job.rel, digest(data), pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+    return job.rel, digest(data), entry
 
 
-def parse_paths(
-    tree: Path, paths: list[str], progress: Progress | None = None, jobs: int = 1
-) -> Parsed:
-    """Parse the files under `paths`, in `jobs` processes; results come back in file
-    order, so the output does not depend on `jobs`."""
-    found = discover(tree, paths)
-    diagnostics = list(found.problems)
-    files: list[FileIR] = []
-    cov: list[FileCoverage] = []
-    work = [(tree, rel) for rel in found.files]
+def relevance_tokens() -> tuple[bytes, ...]:
+    return load_api().relevance_tokens(load_rules())
+
+
+def _usable(entry: Entry, lower_all: bool) -> bool:
+    """A cached entry answers this run unless the run must lower what it did not."""
+    relevant, outcome = entry
+    return outcome is not None or (not relevant and not lower_all)
+
+
+def _digests(tree: Path, rels: list[str] | tuple[str, ...], store: FactStore) -> dict[str, str]:
+    """Content hashes of the readable ones among `rels` (unreadable ones are reported by
+    the parse)."""
+    out = {}
+    for rel in rels:
+        try:
+            out[rel], _data = store.file_digest(tree / rel)
+        except OSError:
+            continue
+    return out
+
+
+def _entries(
+    tree: Path,
+    rels: tuple[str, ...],
+    lower_all: bool,
+    jobs: int,
+    store: FactStore | None,
+    progress: Progress | None,
+) -> Iterator[tuple[str, Entry]]:
+    """The entry of each of `rels`, in order: from the store, else from the front end in
+    `jobs` processes (and then stored)."""
+    cached: dict[str, Entry] = {}
+    if store is not None:
+        wanted = _digests(tree, rels, store).items()
+        cached = {rel: e for rel, _d, e in store.files(wanted) if _usable(e, lower_all)}
+    tokens = relevance_tokens()
+    work = [
+        _Job(tree, rel, tokens, lower_all, store is not None) for rel in rels if rel not in cached
+    ]
     if jobs > 1 and len(work) > 1:
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
-        results: Iterator[FileIR | str] = pool.map(_parse_one, work, chunksize=8)
+        results: Iterator[tuple[str, str, Entry | bytes]] = pool.map(_parse_one, work, chunksize=8)
     else:
         pool = None
         results = map(_parse_one, work)
+    fresh: list[tuple[str, str, bytes]] = []
     try:
-        for i, (rel, res) in enumerate(zip(found.files, results, strict=True)):
+        for i, rel in enumerate(rels):
             if progress is not None and i % 50 == 0:
-                progress(f"parsing {i}/{len(found.files)} {rel}")
-            if isinstance(res, str):
-                diagnostics.append(res)
-                cov.append(FileCoverage(rel, 0, 0, 0, (), res))
-            else:
-                files.append(res)
-                cov.append(file_coverage(res))
+                progress(f"parsing {i}/{len(rels)} {rel}")
+            if rel in cached:
+                yield rel, cached[rel]
+                continue
+            got, d, res = next(results)
+            assert got == rel
+            if isinstance(res, bytes):
+                if d:
+                    fresh.append((rel, d, res))
+                res = pickle.loads(res)
+            yield rel, res
+            if len(fresh) >= 256 and store is not None:
+                store.put_files(fresh)
+                fresh = []
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return Parsed(files, Coverage(tuple(cov)), diagnostics)
+        if store is not None:
+            store.put_files(fresh)
+            store.flush()
+
+
+def parse_paths(
+    tree: Path,
+    paths: list[str],
+    progress: Progress | None = None,
+    jobs: int = 1,
+    store: FactStore | None = None,
+    lower_all: bool = True,
+) -> Parsed:
+    """Parse the files under `paths`, in `jobs` processes; results come back in file
+    order, so the output does not depend on `jobs`. Unless `lower_all`, files whose text
+    holds no relevance token are not lowered; the coverage lists them."""
+    return _parse(tree, discover(tree, paths), progress, jobs, store, lower_all)
+
+
+def _parse(
+    tree: Path,
+    found: Discovery,
+    progress: Progress | None,
+    jobs: int,
+    store: FactStore | None,
+    lower_all: bool,
+) -> Parsed:
+    diagnostics = list(found.problems)
+    files: list[FileIR] = []
+    cov: list[FileCoverage] = []
+    unneeded: list[str] = []
+    entries = _entries(tree, found.files, lower_all, jobs, store, progress)
+    for rel, (relevant, outcome) in entries:
+        if isinstance(outcome, str):
+            diagnostics.append(outcome)
+            cov.append(FileCoverage(rel, 0, 0, 0, (), outcome))
+        elif outcome is None or not (relevant or lower_all):
+            unneeded.append(rel)
+        else:
+            files.append(outcome)
+            cov.append(file_coverage(outcome))
+    return Parsed(files, Coverage(tuple(cov), tuple(unneeded)), diagnostics)
 
 
 def file_coverage(ir: FileIR) -> FileCoverage:
@@ -99,7 +215,9 @@ def file_coverage(ir: FileIR) -> FileCoverage:
     )
 
 
-def load_context(tree: Path, files: list[FileIR], api: KernelApi) -> list[FileIR]:
+def load_context(
+    tree: Path, files: list[FileIR], api: KernelApi, store: FactStore | None = None
+) -> list[FileIR]:
     """Headers (and mm/ files) of the tree that define what the rules need: prototypes of
     the GUP family, get_page() and, a few levels deep, the functions it calls."""
     index = DefinitionIndex(tree)
@@ -113,9 +231,8 @@ def load_context(tree: Path, files: list[FileIR], api: KernelApi) -> list[FileIR
             if rel in seen:
                 continue
             seen.add(rel)
-            try:
-                ir = parse_file(tree / rel, rel)
-            except InputError:
+            ((_rel, (_relevant, ir)),) = _entries(tree, (rel,), True, 1, store, None)
+            if not isinstance(ir, FileIR):
                 continue
             context[rel] = ir
             for fn in ir.functions:
@@ -177,14 +294,30 @@ def _with_skipped(cov: Coverage, skipped: list[SkippedFunction]) -> Coverage:
     """Coverage with the functions the analyses gave up on (their budget ran out)."""
     if not skipped:
         return cov
-    return Coverage(
-        tuple(
+    return dataclasses.replace(
+        cov,
+        files=tuple(
             dataclasses.replace(
                 f, skipped=f.skipped + tuple(s for s in skipped if s.path == f.path)
             )
             for f in cov.files
-        )
+        ),
     )
+
+
+def _result_key(
+    tree: Path,
+    found: Discovery,
+    options: tuple[object, ...],
+    store: FactStore,
+) -> str:
+    """Hash of every input a run reads: the scanned files, the files its context can come
+    from, the top Makefile (the version shown), the paths and options."""
+    h = hashlib.blake2b(repr((store.salt, found.problems, options)).encode(), digest_size=16)
+    rels = [*found.files, *definition_files(tree), "Makefile"]
+    for rel, d in sorted(_digests(tree, rels, store).items()):
+        h.update(f"{rel}\0{d}\n".encode())
+    return h.hexdigest()
 
 
 def scan(
@@ -193,14 +326,26 @@ def scan(
     refcount_model: str | None = None,
     progress: Progress | None = None,
     jobs: int = 1,
+    store: FactStore | None = None,
+    lower_all: bool = False,
 ) -> RunResult:
+    """Analyze `paths` of `tree`. With a `store`, a run whose inputs all match an earlier
+    one returns its result, and files read before are not lowered again. Unless
+    `lower_all`, files that hold no relevance token of the rules are not lowered."""
     paths = list(paths or DEFAULT_PATHS)
     api = load_api()
     rules = load_rules()
-    parsed = parse_paths(tree, paths, progress, jobs)
+    discovery = discover(tree, paths)
+    key = None
+    if store is not None:
+        key = _result_key(tree, discovery, (paths, refcount_model, lower_all), store)
+        hit = store.result(key)
+        if isinstance(hit, RunResult):
+            return dataclasses.replace(hit, tree=str(tree))
+    parsed = _parse(tree, discovery, progress, jobs, store, lower_all)
     if progress is not None:
         progress("reading the tree's headers")
-    context = load_context(tree, parsed.files, api)
+    context = load_context(tree, parsed.files, api, store)
     program = Program(parsed.files, context)
     locks = LockAnalysis(program, api.locks)
     model = refmodel.detect(program, api, locks, refcount_model)
@@ -237,7 +382,7 @@ def scan(
         )
         findings.extend(found)
         outcomes.append(outcome)
-    return RunResult(
+    result = RunResult(
         functions=function_facts(program, locks, findings),
         tool_version=__version__,
         tree=str(tree),
@@ -249,3 +394,6 @@ def scan(
         kernel_version=kernel_version(tree),
         diagnostics=tuple(diagnostics),
     )
+    if store is not None and key is not None:
+        store.put_result(key, result)
+    return result

@@ -80,9 +80,18 @@ class FileCoverage:
     error: str | None = None  # the whole file was not parsed, and why
 
 
+# Why a scan leaves a file out (rules/api/prefilter.yaml), in every report format.
+UNNEEDED_WHY = (
+    "their text names no page, folio, page-table lock or primitive the rules track"
+    " (krefaudit scan --lower-all lowers them)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Coverage:
     files: tuple[FileCoverage, ...]
+    # Files read but not lowered: their text holds no relevance token of the rules.
+    unneeded: tuple[str, ...] = ()
 
     @property
     def seen(self) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analyzer import engine
+from analyzer.factstore import FactStore
 from analyzer.model import Finding, RunResult
 from analyzer.program.tree import TreeError
 
@@ -57,6 +58,7 @@ def _compare(
     touched: list[str],
     jobs: int,
     progress: engine.Progress | None,
+    store: FactStore | None,
 ) -> Comparison:
     dirs = scan_dirs(touched)
     top_files = sorted(p for p in touched if "/" not in p and p.endswith((".c", ".h")))
@@ -68,7 +70,7 @@ def _compare(
             root.mkdir()
             materialize(side, root, sorted(set(dirs) | set(CONTEXT_DIRS)) + top_files)
             present = [p for p in paths if (root / p).exists()]
-            results[side] = engine.scan(root, present or ["."], None, progress, jobs)
+            results[side] = engine.scan(root, present or ["."], None, progress, jobs, store)
     base, head = results["base"], results["head"]
     before = {f.fingerprint for f in base.findings}
     after = {f.fingerprint for f in head.findings}
@@ -82,7 +84,11 @@ def _compare(
 
 
 def check_range(
-    repo: Path, rev_range: str, jobs: int = 1, progress: engine.Progress | None = None
+    repo: Path,
+    rev_range: str,
+    jobs: int = 1,
+    progress: engine.Progress | None = None,
+    store: FactStore | None = None,
 ) -> Comparison:
     if ".." not in rev_range or rev_range.count("..") != 1 or "..." in rev_range:
         raise TreeError(f"{rev_range}: expected BASE..HEAD")
@@ -104,7 +110,7 @@ def check_range(
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
 
-    return _compare(materialize, touched, jobs, progress)
+    return _compare(materialize, touched, jobs, progress, store)
 
 
 def patch_files(patch: str) -> list[str]:
@@ -112,7 +118,11 @@ def patch_files(patch: str) -> list[str]:
 
 
 def check_patch(
-    tree: Path, patches: list[Path], jobs: int = 1, progress: engine.Progress | None = None
+    tree: Path,
+    patches: list[Path],
+    jobs: int = 1,
+    progress: engine.Progress | None = None,
+    store: FactStore | None = None,
 ) -> Comparison:
     if not tree.is_dir():
         raise TreeError(f"{tree}: not a directory (expected a kernel source tree)")
@@ -145,4 +155,4 @@ def check_patch(
                 if done.returncode != 0:
                     raise TreeError(f"{p}: does not apply to {tree}: {done.stdout.strip()}")
 
-    return _compare(materialize, touched, jobs, progress)
+    return _compare(materialize, touched, jobs, progress, store)

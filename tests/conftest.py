@@ -14,6 +14,14 @@ from pathlib import Path
 
 import pytest
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_fact_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands run by the tests keep their fact store in a folder of their own, never
+    in the user's cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 # The parts of the tarball the tests read.
 _MEMBERS = ("mm", "fs", "include", "arch/x86/include", "arch/x86/mm", "io_uring", "Makefile")
 _CACHE = Path(os.environ.get("KREFAUDIT_TREE_CACHE", Path.home() / ".cache" / "krefaudit-trees"))

@@ -56,8 +56,8 @@ def test_clean_tree_exits_0_and_says_why() -> None:
 
 
 def test_json_is_deterministic() -> None:
-    a = run("scan", str(V31), "--format", "json")[1]
-    b = run("scan", str(V31), "--format", "json")[1]
+    a = run("scan", str(V31), "--format", "json", "--no-cache")[1]
+    b = run("scan", str(V31), "--format", "json", "--no-cache")[1]
     assert a == b and json.loads(a)["findings"]
 
 
@@ -127,8 +127,8 @@ def test_version_and_help() -> None:
 
 
 def test_output_does_not_depend_on_jobs() -> None:
-    one = run("scan", str(FIXTURES), "tail-ref-race", "-j", "1", "--format", "json")
-    two = run("scan", str(FIXTURES), "tail-ref-race", "-j", "2", "--format", "json")
+    one = run("scan", str(FIXTURES), "tail-ref-race", "-j", "1", "--format", "json", "--no-cache")
+    two = run("scan", str(FIXTURES), "tail-ref-race", "-j", "2", "--format", "json", "--no-cache")
     assert one == two and one[0] == 1
 
 

@@ -30,7 +30,7 @@ def test_hundred_thousand_line_function(tmp_path: Path) -> None:
         "\tget_user_pages_fast(addr, 1, 1, pages);\n" + body + "\tget_page(pages[0]);\n}\n"
     )
     tree = tree_with(tmp_path, {"long.c": src.encode()})
-    result = scan(tree, ["long.c"])
+    result = scan(tree, ["long.c"], lower_all=True)
     (cov,) = result.coverage.files
     assert cov.seen == 1
     if cov.skipped:
@@ -55,7 +55,7 @@ def test_goto_maze(tmp_path: Path) -> None:
             lines.append("\tspin_unlock(&mm->page_table_lock);\n")
     lines.append("\tget_page(p);\n}\n")
     tree = tree_with(tmp_path, {"maze.c": "".join(lines).encode()})
-    result = scan(tree, ["maze.c"])
+    result = scan(tree, ["maze.c"], lower_all=True)
     assert result.coverage.files[0].seen == 1
     # On some path the lock is not held: a finding, or the function reported as skipped.
     assert result.findings or result.coverage.skipped or result.diagnostics
@@ -66,7 +66,7 @@ def test_deeply_nested_blocks(tmp_path: Path) -> None:
     src = HEADER + "void deep(void)\n{\n" + "{" * depth + "step();" + "}" * depth + "\n}\n"
     src += "void shallow(void) { step(); }\n"
     tree = tree_with(tmp_path, {"deep.c": src.encode()})
-    result = scan(tree, ["deep.c"])
+    result = scan(tree, ["deep.c"], lower_all=True)
     names = {s.name for f in result.coverage.files for s in f.skipped}
     assert result.coverage.seen >= 2 and names <= {"deep"}
 
@@ -76,6 +76,6 @@ def test_fifty_megabyte_file_is_refused_and_named(tmp_path: Path) -> None:
     assert len(big) > MAX_FILE_BYTES
     good = (FIXTURES / "tail-ref-race" / "bad_dio_chain.c").read_bytes()
     tree = tree_with(tmp_path, {"big.c": big, "good.c": good})
-    result = scan(tree, ["big.c", "good.c"])
+    result = scan(tree, ["big.c", "good.c"], lower_all=True)
     assert any(d.startswith("big.c: ") and "limit" in d for d in result.diagnostics)
     assert len(result.findings) == 2  # good.c is still analyzed

@@ -33,6 +33,7 @@ def outputs(tree: Path, out: Path, jobs: str) -> dict[str, bytes]:
         [
             "scan",
             str(tree),
+            "--no-cache",
             "-j",
             jobs,
             "--json",

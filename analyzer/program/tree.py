@@ -65,6 +65,20 @@ def discover(tree: Path, paths: list[str]) -> Discovery:
     return Discovery(tuple(sorted(files)), tuple(problems))
 
 
+def definition_files(tree: Path) -> list[str]:
+    """The files searched for definitions, in search order: what a run's context can
+    come from, and so part of what a cached result depends on."""
+    found: dict[str, None] = {}
+    for d, recursive, pattern in _DEFINITION_DIRS:
+        base = tree / d
+        if not base.is_dir():
+            continue
+        for f in sorted(base.rglob(pattern) if recursive else base.glob(pattern)):
+            if f.is_file():
+                found.setdefault(f.relative_to(tree).as_posix())
+    return list(found)
+
+
 class DefinitionIndex:
     """Finds the files of a tree that define (or declare) a name, reading them lazily."""
 
@@ -75,17 +89,11 @@ class DefinitionIndex:
     def _load(self) -> dict[str, bytes]:
         if self._texts is None:
             texts: dict[str, bytes] = {}
-            for d, recursive, pattern in _DEFINITION_DIRS:
-                base = self.tree / d
-                if not base.is_dir():
+            for rel in definition_files(self.tree):
+                try:
+                    texts[rel] = (self.tree / rel).read_bytes()
+                except OSError:
                     continue
-                for f in sorted(base.rglob(pattern) if recursive else base.glob(pattern)):
-                    rel = f.relative_to(self.tree).as_posix()
-                    if rel not in texts and f.is_file():
-                        try:
-                            texts[rel] = f.read_bytes()
-                        except OSError:
-                            continue
             self._texts = texts
         return self._texts
 

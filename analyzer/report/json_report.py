@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from analyzer.model import Coverage, RunResult, TraceStep
+from analyzer.model import UNNEEDED_WHY, Coverage, RunResult, TraceStep
 
 SCHEMA_VERSION = 1
 
@@ -31,7 +31,9 @@ def coverage_dict(cov: Coverage) -> dict[str, Any]:
             "skipped": cov.skipped,
             "files_not_parsed": len(cov.failed_files),
             "lowered_ratio": round(cov.lowered_ratio, 6),
+            "files_not_lowered": len(cov.unneeded),
         },
+        "not_lowered": {"why": UNNEEDED_WHY, "files": list(cov.unneeded)},
         "files": [
             {
                 "path": f.path,

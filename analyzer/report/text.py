@@ -3,7 +3,7 @@ as indented `note:` lines, then a short summary of the run."""
 
 from __future__ import annotations
 
-from analyzer.model import Coverage, Finding, RunResult, TraceStep
+from analyzer.model import UNNEEDED_WHY, Coverage, Finding, RunResult, TraceStep
 
 
 def _note(step: TraceStep, with_locks: bool) -> str:
@@ -57,6 +57,8 @@ def coverage_lines(cov: Coverage, diagnostics: tuple[str, ...] | list[str]) -> l
         f" {cov.recovered} recovered from parse errors, {cov.skipped} skipped"
         f" ({100 * cov.lowered_ratio:.2f}% lowered)"
     ]
+    if cov.unneeded:
+        lines.append(f"not lowered: {len(cov.unneeded)} more files: {UNNEEDED_WHY}")
     for f in cov.files:
         for s in f.skipped:
             lines.append(f"not analyzed: {s.path}:{s.line}: {s.name}: {s.reason}")

@@ -285,6 +285,29 @@ class KernelApi:
     gup: GupApi
     refs: RefApi
     release: ReleaseApi
+    words: tuple[str, ...]  # prefilter.yaml: a file without any of them is not lowered
+
+    def relevance_tokens(self, rules: tuple[Rule, ...]) -> tuple[bytes, ...]:
+        """What a file's text must hold for a scan to lower it: the prefilter words, every
+        name the API files list and the reference primitives `rules` check, less those
+        that hold another token (`get_page` holds `page`). Lock primitives count when
+        they take page-table or compound locks: by class, or by handing back the lock
+        (pte_offset_map_lock)."""
+        names = {*self.words, *self.gup.array, *self.gup.single, *self.gup.passthrough}
+        names |= {*self.gup.head_of, *self.refs.reference, *self.release.release}
+        names |= {*self.release.pin, *self.release.single, *self.locks.pt_lock_pointers}
+        names |= {
+            name
+            for name, specs in self.locks.functions.items()
+            if any(
+                s.cls in ("pt", "compound") or (s.acquire and s.acquire[0] in ("out", "ret"))
+                for s in specs
+            )
+        }
+        for rule in rules:
+            names |= set(rule.sinks)
+        kept = sorted(n for n in names if not any(o != n and o in n for o in names))
+        return tuple(n.encode() for n in kept)
 
 
 _LOCK_KEYS = {"acquire", "release", "when", "class", "irq", "assert", "arity"}
@@ -370,7 +393,9 @@ def load_api(directory: Path | None = None) -> KernelApi:
         models,
         rd["default_model"],
     )
-    return KernelApi(locks, gup, refs, _load_release(api / "release.yaml"))
+    pp = api / "prefilter.yaml"
+    words = _str_list(pp, _mapping(pp, load_yaml(pp)), "words")
+    return KernelApi(locks, gup, refs, _load_release(api / "release.yaml"), words)
 
 
 _FAMILIES = ("put", "unpin", "any")

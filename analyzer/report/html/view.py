@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 from pygments.lexers.c_cpp import CLexer
 from pygments.token import STANDARD_TYPES, _TokenType
 
-from analyzer.model import CallEdge, Finding, FunctionFacts, RunResult, TraceStep
+from analyzer.model import UNNEEDED_WHY, CallEdge, Finding, FunctionFacts, RunResult, TraceStep
 from analyzer.report.html.svg import call_path_svg
 from analyzer.rules.loader import load_rules
 
@@ -374,6 +374,8 @@ def build(
             "recovered": cov.recovered,
             "skipped": cov.skipped,
             "ratio": f"{100 * cov.lowered_ratio:.2f}%",
+            "unneeded": len(cov.unneeded),
+            "unneeded_why": UNNEEDED_WHY,
             "per_file": [
                 {
                     "path": fc.path,

@@ -1,0 +1,244 @@
+"""The fact store: what earlier runs learned, kept in one SQLite file between runs.
+
+Three tables, each keyed so that a stale entry can never be read:
+- ``files``: per source file, its lowered IR (or why it was not lowered), keyed by its
+  path in the tree and the hash of its bytes;
+- ``results``: a whole run's result, keyed by the hash of every input it read (the
+  scanned files, the headers and mm/ files its context comes from, the top Makefile,
+  the paths and options);
+- ``stats``: the content hash of a file by (path, mtime, size, inode), so a warm run
+  hashes only the files whose metadata changed, the way git's index does.
+
+Every entry also carries the `salt`, a hash of krefaudit's own code and rule data: a
+new version of either starts from an empty store (old entries are dropped on open).
+
+Entries are pickled, so the store must be as private as the user's shell history: the
+directory is created 0700, and a store that another user owns or others can write to
+is refused. Each entry carries a checksum; a damaged entry is dropped and rebuilt, a
+damaged database file is replaced, and SQLite's journal keeps the file whole when a
+run is killed in the middle of a write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sqlite3
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import tree_sitter
+import tree_sitter_c
+
+import analyzer
+from analyzer.rules.loader import rules_dir
+
+DB_NAME = "facts.sqlite"
+_SCHEMA = 1
+# Results kept per salt: a few trees, subtrees and patch revisions.
+_MAX_RESULTS = 32
+# A file modified this close to its hashing may change again within the same mtime
+# tick; its stat entry is not kept (git's "racily clean" rule).
+_RACY_SECONDS = 2.0
+
+Warn = Callable[[str], None]
+
+
+def default_dir() -> Path:
+    """$XDG_CACHE_HOME/krefaudit, else ~/.cache/krefaudit."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "krefaudit"
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@cache
+def salt() -> str:
+    """Hash of everything a cached entry depends on besides its inputs: krefaudit's
+    code and rule data, the parser's versions and Python's pickle format."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{_SCHEMA} {sys.version} {pickle.HIGHEST_PROTOCOL}".encode())
+    h.update(f"{tree_sitter_c.__name__} {tree_sitter.LANGUAGE_VERSION}".encode())
+    package = Path(analyzer.__file__).resolve().parent
+    for root, pattern in ((package, "*.py"), (rules_dir(), "*.yaml")):
+        for f in sorted(root.rglob(pattern)):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+class StoreError(Exception):
+    """The store cannot be used at all (unsafe permissions); the message says why."""
+
+
+def _check_private(path: Path) -> None:
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise StoreError(f"{path}: owned by another user; not used")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StoreError(f"{path}: writable by other users; not used")
+
+
+class FactStore:
+    """One run's view of the store. Failures never stop a run: a damaged entry or
+    database is reported through `warn` and the work is done again."""
+
+    def __init__(self, directory: Path, warn: Warn) -> None:
+        self.directory = directory
+        self.warn = warn
+        self.salt = salt()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private(directory)
+        self.path = directory / DB_NAME
+        self.db = self._open()
+        self._stats: dict[str, tuple[int, int, int, str]] | None = None
+        self._pending_stats: list[tuple[str, int, int, int, str]] = []
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as e:
+            self.warn(f"cache {self.path} is damaged ({e}); starting a new one")
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.exists():
+            _check_private(self.path)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            os.chmod(self.path, 0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS stats (
+                    path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, ino INTEGER,
+                    digest TEXT);
+                CREATE TABLE IF NOT EXISTS files (
+                    salt TEXT, rel TEXT, digest TEXT, blob BLOB, checksum TEXT,
+                    PRIMARY KEY (salt, rel, digest));
+                CREATE TABLE IF NOT EXISTS results (
+                    salt TEXT, key TEXT PRIMARY KEY, blob BLOB, checksum TEXT);
+                """
+            )
+            with db:
+                db.execute("DELETE FROM files WHERE salt != ?", (self.salt,))
+                db.execute("DELETE FROM results WHERE salt != ?", (self.salt,))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()
+
+    # ------------------------------------------------------------ content hashes
+    def file_digest(self, path: Path) -> tuple[str, bytes | None]:
+        """The content hash of `path`, and its bytes when they had to be read (None
+        when its stat entry still holds). OSError propagates: the caller reports it."""
+        if self._stats is None:
+            self._stats = {
+                p: (m, s, i, d)
+                for p, m, s, i, d in self._read("SELECT * FROM stats", (), all_rows=True)
+            }
+        st = path.stat()
+        key = str(path.resolve())
+        known = self._stats.get(key)
+        if known is not None and known[:3] == (st.st_mtime_ns, st.st_size, st.st_ino):
+            return known[3], None
+        data = path.read_bytes()
+        d = digest(data)
+        if time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
+            self._pending_stats.append((key, st.st_mtime_ns, st.st_size, st.st_ino, d))
+        return d, data
+
+    def flush(self) -> None:
+        """Write the stat entries gathered so far."""
+        if self._pending_stats:
+            self._write("INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?, ?)", self._pending_stats)
+            self._pending_stats = []
+
+    # ------------------------------------------------------------ entries
+    def _read(self, sql: str, args: tuple[Any, ...], all_rows: bool = False) -> Any:
+        """The query's first row (or all rows); None (or []) when the database fails."""
+        try:
+            cur = self.db.execute(sql, args)
+            return cur.fetchall() if all_rows else cur.fetchone()
+        except sqlite3.Error as e:
+            self.warn(f"cache {self.path}: not read ({e})")
+            return [] if all_rows else None
+
+    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        try:
+            with self.db:
+                self.db.executemany(sql, rows)
+        except sqlite3.Error as e:
+            self.warn(f"cache {self.path}: not written ({e})")
+
+    def _load(self, what: str, blob: bytes, checksum: str) -> Any:
+        """The entry's object, or None (and a warning) when it is damaged."""
+        if digest(blob) == checksum:
+            try:
+                return pickle.loads(blob)
+            except Exception as e:  # noqa: BLE001 - any failure means a damaged entry
+                why = f"{e.__class__.__name__}: {e}"
+        else:
+            why = "checksum mismatch"
+        self.warn(f"cache: damaged entry for {what} ({why}); computed again")
+        return None
+
+    def files(self, wanted: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, Any]]:
+        """(rel, digest, object) of the cached ones among `wanted` (rel, digest) pairs."""
+        for rel, d in wanted:
+            row = self._read(
+                "SELECT blob, checksum FROM files WHERE salt = ? AND rel = ? AND digest = ?",
+                (self.salt, rel, d),
+            )
+            if row is None:
+                continue
+            obj = self._load(rel, row[0], row[1])
+            if obj is None:
+                self._write(
+                    "DELETE FROM files WHERE salt = ? AND rel = ? AND digest = ?",
+                    [(self.salt, rel, d)],
+                )
+                continue
+            yield rel, d, obj
+
+    def put_files(self, entries: Iterable[tuple[str, str, bytes]]) -> None:
+        """Store (rel, digest, pickled object) entries."""
+        self._write(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+            ((self.salt, rel, d, blob, digest(blob)) for rel, d, blob in entries),
+        )
+
+    def result(self, key: str) -> Any:
+        row = self._read("SELECT blob, checksum FROM results WHERE key = ?", (key,))
+        if row is None:
+            return None
+        obj = self._load("the run's result", row[0], row[1])
+        if obj is None:
+            self._write("DELETE FROM results WHERE key = ?", [(key,)])
+        return obj
+
+    def put_result(self, key: str, obj: Any) -> None:
+        blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self._write(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
+            [(self.salt, key, blob, digest(blob))],
+        )
+        self._write(
+            "DELETE FROM results WHERE rowid NOT IN"
+            " (SELECT rowid FROM results ORDER BY rowid DESC LIMIT ?)",
+            [(_MAX_RESULTS,)],
+        )

@@ -1,0 +1,308 @@
+"""The fact store: a warm run gives what a cold run gives, after any edit that matters,
+and survives damage and a killed process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from analyzer import engine, factstore
+from analyzer.cli import main
+from analyzer.factstore import DB_NAME, FactStore
+from analyzer.model import RunResult
+from analyzer.report.json_report import render_json
+from analyzer.rules import loader
+from tests.fixture_markers import FIXTURES
+
+V31 = FIXTURES / "models" / "v3.1"
+V32 = FIXTURES / "models" / "v3.2"
+
+
+class Recorder:
+    """Counts the files the front end lowers, and collects the store's warnings."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.lowered: list[str] = []
+        self.warnings: list[str] = []
+        real = engine.parse_bytes
+
+        def counting(data: bytes, rel: str) -> object:
+            self.lowered.append(rel)
+            return real(data, rel)
+
+        monkeypatch.setattr(engine, "parse_bytes", counting)
+
+    def store(self, directory: Path) -> FactStore:
+        return FactStore(directory, self.warnings.append)
+
+
+@pytest.fixture
+def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    return Recorder(monkeypatch)
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    # Sources older than the racy window, as a checkout is: their stat entries are kept.
+    old = time.time() - 60
+    for p in dst.rglob("*"):
+        os.utime(p, (old, old))
+    return dst
+
+
+def scan(tree: Path, store: FactStore | None, paths: list[str] | None = None) -> RunResult:
+    result = engine.scan(tree, paths, store=store)
+    if store is not None:
+        store.close()
+    return result
+
+
+def same(a: RunResult, b: RunResult) -> bool:
+    return render_json(a) == render_json(b)
+
+
+def test_warm_run_reads_the_store_and_matches_cold(tmp_path: Path, rec: Recorder) -> None:
+    tree = copy_tree(V31, tmp_path / "t")
+    cold = scan(tree, None)
+    rec.lowered.clear()
+    first = scan(tree, rec.store(tmp_path / "c"))
+    assert same(first, cold) and cold.findings
+    assert "fs/direct-io.c" in rec.lowered
+    rec.lowered.clear()
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert same(warm, cold)
+    assert rec.lowered == [], "nothing is lowered again"
+    assert rec.warnings == []
+
+
+def test_only_changed_files_are_lowered_again(tmp_path: Path, rec: Recorder) -> None:
+    tree = copy_tree(V31, tmp_path / "t")
+    scan(tree, rec.store(tmp_path / "c"))
+    target = tree / "mm" / "follow_ref.c"
+    target.write_text(target.read_text() + "\n/* an edit that changes nothing */\n")
+    os.utime(target, (time.time() - 30, time.time() - 30))
+    # Metadata alone changes: the content hash says it is the same file.
+    os.utime(tree / "fs" / "direct-io.c", (time.time() - 20, time.time() - 20))
+    rec.lowered.clear()
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert rec.lowered == ["mm/follow_ref.c"]
+    assert same(warm, scan(tree, None))
+
+
+def test_editing_the_header_that_defines_get_page(tmp_path: Path, rec: Recorder) -> None:
+    """v3.2's get_page() serializes tail references: the same code is no longer a bug."""
+    tree = copy_tree(V31, tmp_path / "t")
+    before = scan(tree, rec.store(tmp_path / "c"))
+    shutil.copy(V32 / "include" / "linux" / "mm.h", tree / "include" / "linux" / "mm.h")
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    cold = scan(tree, None)
+    assert same(warm, cold)
+    assert warm.refcount_model.name != before.refcount_model.name
+    assert "include/linux/mm.h" in rec.lowered
+
+
+CALLER = """#include "kstubs.h"
+void lock_tables(struct mm_struct *mm);
+void unlock_tables(struct mm_struct *mm);
+
+void caller(struct mm_struct *mm, unsigned long addr)
+{
+	struct page *pages[1];
+
+	get_user_pages_fast(addr, 1, 1, pages);
+	lock_tables(mm);
+	get_page(pages[0]);
+	unlock_tables(mm);
+	put_page(pages[0]);
+	put_page(pages[0]);
+}
+"""
+CALLEE = """#include "kstubs.h"
+void lock_tables(struct mm_struct *mm)
+{
+	spin_lock(&mm->page_table_lock);
+}
+
+void unlock_tables(struct mm_struct *mm)
+{
+	spin_unlock(&mm->page_table_lock);
+}
+"""
+
+
+def test_editing_a_callees_locking_changes_the_callers_finding(
+    tmp_path: Path, rec: Recorder
+) -> None:
+    tree = tmp_path / "t"
+    shutil.copytree(FIXTURES / "include", tree / "include")
+    (tree / "mm").mkdir()
+    (tree / "include" / "linux").mkdir()
+    (tree / "mm" / "caller.c").write_text(CALLER)
+    (tree / "mm" / "callee.c").write_text(CALLEE)
+    shutil.copy(V31 / "include" / "linux" / "mm.h", tree / "include" / "linux" / "mm.h")
+    locked = scan(tree, rec.store(tmp_path / "c"), ["mm"])
+    assert not [f for f in locked.findings if f.rule_id == "tail-ref-race"]
+    (tree / "mm" / "callee.c").write_text(CALLEE.replace("\tspin_lock(", "\t/* */ (void)("))
+    rec.lowered.clear()
+    warm = scan(tree, rec.store(tmp_path / "c"), ["mm"])
+    assert rec.lowered == ["mm/callee.c"], "the caller's file is read from the store"
+    assert same(warm, scan(tree, None, ["mm"]))
+    assert [f.function for f in warm.findings if f.rule_id == "tail-ref-race"] == ["caller"]
+
+
+@pytest.fixture
+def own_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of rules/ that the test may edit, used by the loader and the store."""
+    rules = tmp_path / "rules"
+    shutil.copytree(loader.rules_dir(), rules)
+    monkeypatch.setattr(loader, "rules_dir", lambda: rules)
+    monkeypatch.setattr(factstore, "rules_dir", lambda: rules)
+    clear = (factstore.salt.cache_clear, loader.load_api.cache_clear, loader.load_rules.cache_clear)
+    for f in clear:
+        f()
+    yield rules
+    for f in clear:
+        f()
+
+
+def test_editing_a_rule_file(tmp_path: Path, own_rules: Path) -> None:
+    tree = copy_tree(V31, tmp_path / "t")
+    before = scan(tree, FactStore(tmp_path / "c", pytest.fail))
+    rule = own_rules / "tail-ref-race.yaml"
+    rule.write_text(rule.read_text().replace("sinks: [get_page, ", "sinks: ["))
+    factstore.salt.cache_clear()
+    loader.load_rules.cache_clear()
+    warm = scan(tree, FactStore(tmp_path / "c", pytest.fail))
+    assert same(warm, scan(tree, None))
+    assert len(warm.findings) < len(before.findings)
+
+
+def test_lower_all_and_prefiltered_runs_share_a_store(tmp_path: Path, rec: Recorder) -> None:
+    tree = copy_tree(V31, tmp_path / "t")
+    (tree / "mm" / "plain.c").write_text("int plain(int x)\n{\n\treturn x + 1;\n}\n")
+    everything = engine.scan(tree, None, store=rec.store(tmp_path / "c"), lower_all=True)
+    assert "mm/plain.c" in {f.path for f in everything.coverage.files}
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert warm.coverage.unneeded == ("mm/plain.c",)
+    assert same(warm, scan(tree, None))
+    assert same(
+        engine.scan(tree, None, store=rec.store(tmp_path / "c"), lower_all=True), everything
+    )
+
+
+def _damage(db: Path, table: str) -> None:
+    """Flip a byte in the middle of every entry, as a bad disk block would."""
+    con = sqlite3.connect(db)
+    with con:
+        for rowid, blob in con.execute(f"SELECT rowid, blob FROM {table}").fetchall():
+            mid = len(blob) // 2
+            bad = blob[:mid] + bytes([blob[mid] ^ 0x55]) + blob[mid + 1 :]
+            con.execute(f"UPDATE {table} SET blob = ? WHERE rowid = ?", (bad, rowid))
+        if table == "files":  # no whole-run result to answer from: the files are read
+            con.execute("DELETE FROM results")
+    con.close()
+
+
+@pytest.mark.parametrize("table", ["files", "results"])
+def test_a_damaged_entry_is_detected_and_rebuilt(tmp_path: Path, rec: Recorder, table: str) -> None:
+    tree = copy_tree(V31, tmp_path / "t")
+    cold = scan(tree, rec.store(tmp_path / "c"))
+    _damage(tmp_path / "c" / DB_NAME, table)
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert same(warm, cold)
+    assert rec.warnings and all("damaged entry" in w for w in rec.warnings)
+    rec.warnings.clear()
+    assert same(scan(tree, rec.store(tmp_path / "c")), cold)
+    assert rec.warnings == [], "the damaged entries were replaced"
+
+
+def test_a_damaged_database_file_is_replaced(tmp_path: Path, rec: Recorder) -> None:
+    tree = copy_tree(V31, tmp_path / "t")
+    cold = scan(tree, None)
+    (tmp_path / "c").mkdir(mode=0o700)
+    (tmp_path / "c" / DB_NAME).write_bytes(b"not a database " * 1000)
+    assert same(scan(tree, rec.store(tmp_path / "c")), cold)
+    assert len(rec.warnings) == 1 and "damaged" in rec.warnings[0]
+    assert same(scan(tree, rec.store(tmp_path / "c")), cold)
+
+
+def _rows(db: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(con.execute("SELECT count(*) FROM files").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.fixture
+def big_tree(tmp_path: Path) -> Iterator[Path]:
+    """Many copies of the fixtures: a run long enough to be killed in the middle."""
+    tree = tmp_path / "big"
+    shutil.copytree(FIXTURES / "include", tree / "include")
+    sources = sorted(p for p in FIXTURES.rglob("*.c") if "models" not in p.parts)
+    for i in range(6):
+        for src in sources:
+            dst = tree / f"d{i}" / src.relative_to(FIXTURES)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    yield tree
+
+
+def test_the_store_survives_a_killed_process(tmp_path: Path, big_tree: Path) -> None:
+    cache = tmp_path / "c"
+    cmd = [sys.executable, "-m", "analyzer", "scan", str(big_tree), ".", "-q", "-j", "1"]
+    proc = subprocess.Popen(
+        [*cmd, "--cache", str(cache), "--format", "json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while _rows(cache / DB_NAME) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _rows(cache / DB_NAME) > 0
+    warm = subprocess.run(
+        [*cmd, "--cache", str(cache), "--format", "json"], capture_output=True, text=True
+    )
+    cold = subprocess.run([*cmd, "--no-cache", "--format", "json"], capture_output=True, text=True)
+    assert warm.returncode == cold.returncode == 1
+    assert warm.stdout == cold.stdout
+    assert "warning" not in warm.stderr
+
+
+def test_a_store_others_can_write_is_not_used(tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    cache.mkdir()
+    cache.chmod(0o777)
+    r = CliRunner().invoke(main, ["scan", str(V31), "--cache", str(cache)])
+    assert r.exit_code == 1
+    assert "cache not used" in r.stderr and "writable by other users" in r.stderr
+    assert not (cache / DB_NAME).exists()
+    assert "[tail-ref-race]" in r.stdout
+
+
+def test_cli_cache_options(tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    args = ["scan", str(V31), "--format", "json"]
+    first = CliRunner().invoke(main, [*args, "--cache", str(cache)])
+    assert (cache / DB_NAME).exists()
+    assert oct(cache.stat().st_mode & 0o777) == oct(0o700)
+    assert oct((cache / DB_NAME).stat().st_mode & 0o777) == oct(0o600)
+    second = CliRunner().invoke(main, [*args, "--cache", str(cache)])
+    none = CliRunner().invoke(main, [*args, "--no-cache"])
+    assert first.stdout == second.stdout == none.stdout
