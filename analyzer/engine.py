@@ -331,8 +331,9 @@ def scan(
 ) -> RunResult:
     """Analyze `paths` of `tree`. With a `store`, a run whose inputs all match an earlier
     one returns its result, and files read before are not lowered again. Unless
-    `lower_all`, files that hold no relevance token of the rules are not lowered."""
-    paths = list(paths or DEFAULT_PATHS)
+    `lower_all`, files that hold no relevance token of the rules are not lowered.
+    `paths` None scans DEFAULT_PATHS; an empty list scans nothing."""
+    paths = list(DEFAULT_PATHS if paths is None else paths)
     api = load_api()
     rules = load_rules()
     discovery = discover(tree, paths)

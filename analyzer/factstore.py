@@ -6,8 +6,9 @@ Three tables, each keyed so that a stale entry can never be read:
 - ``results``: a whole run's result, keyed by the hash of every input it read (the
   scanned files, the headers and mm/ files its context comes from, the top Makefile,
   the paths and options);
-- ``stats``: the content hash of a file by (path, mtime, size, inode), so a warm run
-  hashes only the files whose metadata changed, the way git's index does.
+- ``stats``: the content hash of a file by (device, inode, mtime, size), so a warm run
+  hashes only the files whose metadata changed, the way git's index does; hard links
+  share theirs (patch mode links the tree it patches).
 
 Every entry also carries the `salt`, a hash of krefaudit's own code and rule data: a
 new version of either starts from an empty store (old entries are dropped on open).
@@ -40,7 +41,7 @@ import analyzer
 from analyzer.rules.loader import rules_dir
 
 DB_NAME = "facts.sqlite"
-_SCHEMA = 1
+_SCHEMA = 2  # the tables' layout; a store of another layout is emptied on open
 # Results kept per salt: a few trees, subtrees and patch revisions.
 _MAX_RESULTS = 32
 # A file modified this close to its hashing may change again within the same mtime
@@ -98,8 +99,8 @@ class FactStore:
         _check_private(directory)
         self.path = directory / DB_NAME
         self.db = self._open()
-        self._stats: dict[str, tuple[int, int, int, str]] | None = None
-        self._pending_stats: list[tuple[str, int, int, int, str]] = []
+        self._stats: dict[str, tuple[int, int, str]] | None = None
+        self._pending_stats: list[tuple[str, int, int, str]] = []
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -118,11 +119,17 @@ class FactStore:
             os.chmod(self.path, 0o600)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            if db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA:
+                db.executescript(
+                    f"""
+                    DROP TABLE IF EXISTS stats; DROP TABLE IF EXISTS files;
+                    DROP TABLE IF EXISTS results; PRAGMA user_version = {_SCHEMA};
+                    """
+                )
             db.executescript(
                 """
                 CREATE TABLE IF NOT EXISTS stats (
-                    path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, ino INTEGER,
-                    digest TEXT);
+                    inode TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, digest TEXT);
                 CREATE TABLE IF NOT EXISTS files (
                     salt TEXT, rel TEXT, digest TEXT, blob BLOB, checksum TEXT,
                     PRIMARY KEY (salt, rel, digest));
@@ -147,25 +154,24 @@ class FactStore:
         """The content hash of `path`, and its bytes when they had to be read (None
         when its stat entry still holds). OSError propagates: the caller reports it."""
         if self._stats is None:
-            self._stats = {
-                p: (m, s, i, d)
-                for p, m, s, i, d in self._read("SELECT * FROM stats", (), all_rows=True)
-            }
+            rows = self._read("SELECT * FROM stats", (), all_rows=True)
+            self._stats = {inode: (m, s, d) for inode, m, s, d in rows}
         st = path.stat()
-        key = str(path.resolve())
-        known = self._stats.get(key)
-        if known is not None and known[:3] == (st.st_mtime_ns, st.st_size, st.st_ino):
-            return known[3], None
+        inode = f"{st.st_dev}:{st.st_ino}"
+        known = self._stats.get(inode)
+        if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
+            return known[2], None
         data = path.read_bytes()
         d = digest(data)
         if time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
-            self._pending_stats.append((key, st.st_mtime_ns, st.st_size, st.st_ino, d))
+            self._pending_stats.append((inode, st.st_mtime_ns, st.st_size, d))
+            self._stats[inode] = (st.st_mtime_ns, st.st_size, d)
         return d, data
 
     def flush(self) -> None:
         """Write the stat entries gathered so far."""
         if self._pending_stats:
-            self._write("INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?, ?)", self._pending_stats)
+            self._write("INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?)", self._pending_stats)
             self._pending_stats = []
 
     # ------------------------------------------------------------ entries

@@ -5,10 +5,30 @@ Analyses read only these types; no tree-sitter node ever leaves the front end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
+def _pickled_as_call(cls: type[_T]) -> type[_T]:
+    """Pickle instances as a call of the class with their field values: several times
+    faster to load than the state dataclasses give slotted classes, and IR goes through
+    pickle a lot (to the fact store, from worker processes)."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    get = operator.attrgetter(*names)
+    one = len(names) == 1  # attrgetter of one name returns the value, not a tuple
+
+    def reduce(self: Any) -> tuple[type[_T], tuple[Any, ...]]:
+        return cls, (get(self),) if one else get(self)
+
+    cls.__reduce__ = reduce  # type: ignore[method-assign]
+    return cls
+
+
+@_pickled_as_call
 @dataclass(frozen=True, slots=True, order=True)
 class Loc:
     line: int  # 1-based
@@ -16,11 +36,13 @@ class Loc:
 
 
 # ---------------------------------------------------------------- expressions
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Name:
     id: str
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Field:
     base: Expr
@@ -28,22 +50,26 @@ class Field:
     arrow: bool
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Index:
     base: Expr
     index: Expr
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class AddrOf:
     operand: Expr
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Deref:
     operand: Expr
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Call:
     callee: str | None  # the called name for a direct call (or a call through a field)
@@ -56,11 +82,13 @@ class Call:
         return self.target is not None
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Const:
     text: str
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Op:
     """Any other operator: binary, unary, ``?:``, comma, cast (op ``cast``), sizeof."""
@@ -175,6 +203,7 @@ def calls_in(e: Expr | None) -> list[Call]:
 
 
 # ---------------------------------------------------------------- types
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class TypeRef:
     """What the analyses need of a C type: the struct it names and the pointer depth."""
@@ -184,6 +213,7 @@ class TypeRef:
     ptr: int = 0
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str | None
@@ -201,6 +231,7 @@ class Kind(Enum):
     NOP = "nop"  # labels, loop heads, joins
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Instr:
     kind: Kind
@@ -280,6 +311,7 @@ class Function:
         return [(n, c) for n, ins in enumerate(self.cfg.instrs) for c in ins.calls]
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Skipped:
     name: str
@@ -287,6 +319,7 @@ class Skipped:
     reason: str
 
 
+@_pickled_as_call
 @dataclass(frozen=True, slots=True)
 class FnPtrStore:
     """A function's address stored into a struct field: a possible indirect-call target."""

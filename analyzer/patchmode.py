@@ -1,28 +1,35 @@
 """Patch and range mode: findings new in HEAD against BASE, like the kernel test robot.
 
-Both revisions are materialized side by side in temporary folders, holding the
-directories the change touches (its subsystems: callers and callees of the touched
-functions mostly live there) plus include/ and mm/ (prototypes and the refcount model),
-and scanned alike; findings are matched by fingerprint, which ignores line numbers.
+Both revisions are scanned alike over the directories the change touches (its
+subsystems: callers and callees of the touched functions mostly live there), with the
+tree's include/, mm/ and arch/x86/include/ beside them (prototypes and the refcount
+model); findings are matched by fingerprint, which ignores line numbers.
+
+check-patch scans the tree itself as BASE, and as HEAD a temporary tree of hard links
+to it (copies across file systems) in which only the patched files are new: with the
+fact store, both sides read every unchanged file's facts from it. check-range
+materializes both revisions with `git archive`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from analyzer import engine
 from analyzer.factstore import FactStore
 from analyzer.model import Finding, RunResult
-from analyzer.program.tree import TreeError
+from analyzer.program.tree import DEFINITION_ROOTS, TreeError
 
-# Always present on both sides: where prototypes and get_page() live.
-CONTEXT_DIRS = ("include", "mm")
+# Where a side's tree comes from: "base" or "head" -> a context giving its root.
+Sides = Callable[[str], AbstractContextManager[Path]]
 _DIFF_FILE_RE = re.compile(r"^(?:---|\+\+\+) (?:[ab]/)?(\S+)", re.M)
 
 
@@ -53,24 +60,30 @@ def scan_dirs(touched: list[str]) -> list[str]:
     return sorted(d for d in dirs if d not in ("", "."))
 
 
+def _scan_paths(touched: list[str]) -> list[str]:
+    top_files = sorted(p for p in touched if "/" not in p and p.endswith((".c", ".h")))
+    return scan_dirs(touched) + top_files
+
+
+def _wanted(touched: list[str]) -> list[str]:
+    """What a side's tree must hold: the scanned paths, the definition folders and the
+    top Makefile (the version shown)."""
+    return sorted({*_scan_paths(touched), *DEFINITION_ROOTS, "Makefile"})
+
+
 def _compare(
-    materialize: Callable[[str, Path, list[str]], None],
+    sides: Sides,
     touched: list[str],
     jobs: int,
     progress: engine.Progress | None,
     store: FactStore | None,
 ) -> Comparison:
-    dirs = scan_dirs(touched)
-    top_files = sorted(p for p in touched if "/" not in p and p.endswith((".c", ".h")))
-    paths = dirs + top_files
+    paths = _scan_paths(touched)
     results: dict[str, RunResult] = {}
-    with tempfile.TemporaryDirectory(prefix="krefaudit-") as tmp:
-        for side in ("base", "head"):
-            root = Path(tmp) / side
-            root.mkdir()
-            materialize(side, root, sorted(set(dirs) | set(CONTEXT_DIRS)) + top_files)
+    for side in ("base", "head"):
+        with sides(side) as root:
             present = [p for p in paths if (root / p).exists()]
-            results[side] = engine.scan(root, present or ["."], None, progress, jobs, store)
+            results[side] = engine.scan(root, present, None, progress, jobs, store)
     base, head = results["base"], results["head"]
     before = {f.fingerprint for f in base.findings}
     after = {f.fingerprint for f in head.findings}
@@ -81,6 +94,12 @@ def _compare(
         tuple(f for f in base.findings if f.fingerprint not in after),
         tuple(sorted(touched)),
     )
+
+
+@contextmanager
+def _temporary_root(side: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=f"krefaudit-{side}-") as tmp:
+        yield Path(tmp)
 
 
 def check_range(
@@ -98,19 +117,21 @@ def check_range(
         _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     touched = _git(repo, "diff", "--name-only", base_rev, head_rev).split()
 
-    def materialize(side: str, root: Path, wanted: list[str]) -> None:
+    @contextmanager
+    def sides(side: str) -> Iterator[Path]:
         rev = base_rev if side == "base" else head_rev
-        present = _git(repo, "ls-tree", "--name-only", rev, "--", *wanted).split()
-        if not present:
-            return
-        archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", rev, "--", *present],
-            capture_output=True,
-            check=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+        with _temporary_root(side) as root:
+            present = _git(repo, "ls-tree", "--name-only", rev, "--", *_wanted(touched)).split()
+            if present:
+                archive = subprocess.run(
+                    ["git", "-C", str(repo), "archive", rev, "--", *present],
+                    capture_output=True,
+                    check=True,
+                ).stdout
+                subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+            yield root
 
-    return _compare(materialize, touched, jobs, progress, store)
+    return _compare(sides, touched, jobs, progress, store)
 
 
 def patch_files(patch: str) -> list[str]:
@@ -136,15 +157,17 @@ def check_patch(
     if not touched:
         raise TreeError(f"{patches[0]}: no file changes found (expected git diff output)")
 
-    def materialize(side: str, root: Path, wanted: list[str]) -> None:
-        for rel in wanted:
-            src = tree / rel
-            if src.is_dir():
-                shutil.copytree(src, root / rel, symlinks=False, dirs_exist_ok=True)
-            elif src.is_file():
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, root / rel)
-        if side == "head":
+    @contextmanager
+    def patched() -> Iterator[Path]:
+        with _temporary_root("head") as root:
+            for rel in _wanted(touched):
+                _link_tree(tree / rel, root / rel)
+            for rel in touched:  # patch writes these: no longer links into the tree
+                p = root / rel
+                if p.is_file():
+                    data = p.read_bytes()
+                    p.unlink()
+                    p.write_bytes(data)
             for p, text in zip(patches, texts, strict=True):
                 done = subprocess.run(
                     ["patch", "-p1", "--batch", "--silent", "-d", str(root)],
@@ -154,5 +177,32 @@ def check_patch(
                 )
                 if done.returncode != 0:
                     raise TreeError(f"{p}: does not apply to {tree}: {done.stdout.strip()}")
+            yield root
 
-    return _compare(materialize, touched, jobs, progress, store)
+    return _compare(
+        lambda side: nullcontext(tree) if side == "base" else patched(),
+        touched,
+        jobs,
+        progress,
+        store,
+    )
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """`src` (a file or folder) at `dst`, as hard links where the file system allows;
+    symbolic links stay links, so the scan judges them as it would in the tree."""
+    if src.is_symlink():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(os.readlink(src))
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy, dirs_exist_ok=True)
+    elif src.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(str(src), str(dst))

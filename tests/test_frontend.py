@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+
 from analyzer.frontend.normalize import normalize
 from analyzer.frontend.parse import parse_bytes
 from analyzer.ir import CFG, Call, Field, FileIR, Function, Index, Kind, Name, Status, render
+from tests.fixture_markers import FIXTURES
 
 
 def lower(src: str, path: str = "t.c") -> FileIR:
@@ -233,3 +236,14 @@ def test_macro_headed_function_is_lowered() -> None:
     (fn,) = ir.functions
     assert fn.name == "doorbell_exception" and fn.status is Status.RECOVERED
     assert callees(fn) == ["irq_enter"]
+
+
+def test_ir_survives_pickling() -> None:
+    """The fact store and the worker processes move IR as pickles."""
+    src = (FIXTURES / "models" / "v3.1" / "fs" / "direct-io.c").read_bytes()
+    ir = parse_bytes(src, "fs/direct-io.c")
+    back = pickle.loads(pickle.dumps(ir, pickle.HIGHEST_PROTOCOL))
+    assert back == ir and back.functions and back.functions[0].cfg.instrs
+    assert [render(c) for _n, c in back.functions[-1].calls()] == [
+        render(c) for _n, c in ir.functions[-1].calls()
+    ]

@@ -86,6 +86,9 @@ def test_patch_that_fixes_it_and_unrelated_patches(tmp_path: Path) -> None:
     code, out = run("check-patch", str(repo), str(fix), "-q")
     assert code == 0, out
     assert "krefaudit: fixed: drivers/foo/grab.c:13:" in out and "0 new, 1 fixed" in out
+    # HEAD was a tree of hard links to this one: patching it changed nothing here.
+    assert git(repo, "status", "--porcelain") == ""
+    assert (repo / "drivers" / "foo" / "grab.c").read_text() == UNLOCKED
     # Unrelated: lines added above the finding, and another file changed.
     shifted = "/* a comment\n * spanning lines\n */\n" + UNLOCKED
     (repo / "drivers" / "foo" / "grab.c").write_text(shifted)

@@ -25,6 +25,19 @@ def _scan(tree: Path) -> RunResult:
     return scan(tree, ["mm", "fs", "io_uring"])
 
 
+def test_prefilter_changes_no_finding(tree_6_1: Path) -> None:
+    """A scan leaves out files that name nothing the rules track; lowering them too
+    changes no finding on real mm/, fs/ and io_uring/."""
+    filtered = _scan(tree_6_1)
+    everything = scan(tree_6_1, ["mm", "fs", "io_uring"], jobs=2, lower_all=True)
+    print(f"{len(filtered.coverage.unneeded)} of {len(everything.coverage.files)} files left out")
+    assert len(filtered.coverage.unneeded) > 500
+    assert not everything.coverage.unneeded
+    assert [f.fingerprint for f in filtered.findings] == [
+        f.fingerprint for f in everything.findings
+    ]
+
+
 def ctags_definitions(tree: Path, sub: str) -> dict[str, list[tuple[int, str]]]:
     """Function definitions counted by Universal Ctags (Debian package universal-ctags),
     independently of tree-sitter: `ctags -x --c-kinds=f` lists each definition with the

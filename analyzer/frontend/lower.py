@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from tree_sitter import Node
 
@@ -65,6 +66,13 @@ _STEPS = {"pre++": "+", "post++": "+", "pre--": "-", "post--": "-"}
 
 class BudgetError(Exception):
     """A function over its size or time budget; it is reported as skipped."""
+
+
+# Leaves repeat a lot within a file (`page`, `0`, `struct page *`): one object each, so
+# a file's IR is smaller and pickles (to the fact store, between processes) faster.
+_name = lru_cache(maxsize=1 << 16)(Name)
+_const = lru_cache(maxsize=1 << 12)(Const)
+_type = lru_cache(maxsize=1 << 12)(TypeRef)
 
 
 def _text(node: Node | None) -> str:
@@ -125,7 +133,7 @@ def _declarator_name(decl: Node | None) -> tuple[str | None, int, Node | None]:
 
 def _typeref(type_node: Node | None, ptr: int) -> TypeRef:
     text, struct = _base_type(type_node)
-    return TypeRef(text + " " + "*" * ptr if ptr else text, struct, ptr)
+    return _type(text + " " + "*" * ptr if ptr else text, struct, ptr)
 
 
 def _params(func_decl: Node) -> tuple[Param, ...]:
@@ -209,19 +217,19 @@ class _FunctionLowering:
     # -- expressions: returns the value; embedded assignments become instructions first
     def expr(self, n: Node | None) -> Expr:
         if n is None:
-            return Const("")
+            return _const("")
         t = n.type
         if t == "identifier":
-            return Name(_text(n))
+            return _name(_text(n))
         if t in ("number_literal", "string_literal", "char_literal", "true", "false", "null"):
-            return Const(_text(n)[:40])
+            return _const(_text(n)[:40])
         if t == "concatenated_string":
-            return Const('"..."')
+            return _const('"..."')
         if t == "parenthesized_expression":
             inner = [c for c in n.named_children if c.type != "comment"]
             if len(inner) == 1 and inner[0].type == "compound_statement":
                 return self.statement_expression(inner[0])
-            return self.expr(inner[-1]) if inner else Const("")
+            return self.expr(inner[-1]) if inner else _const("")
         if t == "field_expression":
             op = n.child_by_field_name("operator")
             return Field(
@@ -270,14 +278,14 @@ class _FunctionLowering:
                 (self.expr(n.child_by_field_name("argument")),),
             )
         if t in ("sizeof_expression", "alignof_expression", "offsetof_expression"):
-            return Const(t.split("_")[0])
+            return _const(t.split("_")[0])
         if t == "compound_literal_expression":
             self.initializer(n.child_by_field_name("value"))
-            return Const("(compound literal)")
+            return _const("(compound literal)")
         if t == "initializer_list":
             return self.initializer(n)
         if t == "gnu_asm_expression":
-            return Const("asm")
+            return _const("asm")
         if t == "ERROR" or n.is_missing:
             self.b.errors += 1
         # Anything else (generic selection, extension keywords, errors): keep its calls.
@@ -286,7 +294,7 @@ class _FunctionLowering:
 
     def initializer(self, n: Node | None) -> Expr:
         if n is None:
-            return Const("{}")
+            return _const("{}")
         values: list[Expr] = []
         for c in n.named_children:
             if c.type == "initializer_pair":
@@ -343,17 +351,17 @@ class _FunctionLowering:
             self.stmt(s)
         if stmts and stmts[-1].type == "expression_statement":
             inner = [c for c in stmts[-1].named_children if c.type != "comment"]
-            return self.expr(inner[0]) if inner else Const("")
+            return self.expr(inner[0]) if inner else _const("")
         if stmts:
             self.stmt(stmts[-1])
-        return Const("")
+        return _const("")
 
     def eval(self, e: Expr, loc: Loc) -> None:
         calls = tuple(calls_in(e))
         if isinstance(e, Op) and e.op in _STEPS and not calls:
             # `pages++;` moves what a variable points at: an assignment for the analyses.
             (target,) = e.operands
-            self.b.emit(Instr(Kind.ASSIGN, loc, target, Op(_STEPS[e.op], (target, Const("1")))))
+            self.b.emit(Instr(Kind.ASSIGN, loc, target, Op(_STEPS[e.op], (target, _const("1")))))
             return
         if not calls:
             return
@@ -362,7 +370,7 @@ class _FunctionLowering:
             self.b.frontier = []
 
     def branch(self, cond_node: Node | None, loc: Loc) -> int:
-        cond = self.expr(cond_node) if cond_node is not None else Const("1")
+        cond = self.expr(cond_node) if cond_node is not None else _const("1")
         return self.b.emit(Instr(Kind.BRANCH, loc, None, cond, tuple(calls_in(cond))))
 
     # -- statements
@@ -414,7 +422,7 @@ class _FunctionLowering:
                     if value is not None and value.type == "initializer_list"
                     else self.expr(value)
                 )
-                self.b.emit(Instr(Kind.ASSIGN, _loc(d), Name(name), rhs, tuple(calls_in(rhs))))
+                self.b.emit(Instr(Kind.ASSIGN, _loc(d), _name(name), rhs, tuple(calls_in(rhs))))
 
     def s_return_statement(self, n: Node) -> None:
         inner = [c for c in n.named_children if c.type != "comment"]

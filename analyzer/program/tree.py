@@ -65,6 +65,10 @@ def discover(tree: Path, paths: list[str]) -> Discovery:
     return Discovery(tuple(sorted(files)), tuple(problems))
 
 
+# The top folders of the definition search: what patch mode puts beside a change.
+DEFINITION_ROOTS = ("include", "mm", "arch/x86/include")
+
+
 def definition_files(tree: Path) -> list[str]:
     """The files searched for definitions, in search order: what a run's context can
     come from, and so part of what a cached result depends on."""
