@@ -1,4 +1,4 @@
-"""Benchmark krefaudit at scale: its cold scan beside tree-sitter's bare parse and spatch.
+"""Benchmark krefaudit at scale: cold and warm scans beside tree-sitter's bare parse and spatch.
 
 Not a test. Run from the checkout:
 
@@ -11,12 +11,15 @@ All tools run on that same list; each repeat runs them in alternating order:
 
   floor        tree-sitter parse only (analyzer.frontend.parse.parse_only) of the file
                bytes, read into memory first: in this process, and in N forked processes
-  krefaudit    cold: `python -m analyzer scan TREE PATHS -j N -q --json ...` in a
-               subprocess; wall time from start to exit
+  krefaudit    cold: `python -m analyzer scan TREE PATHS -j N -q --json ... --no-cache`
+               in a subprocess; wall time from start to exit
+               warm: the same with `--cache DIR`, a fact store of the benchmark's own
+               filled by one untimed run first: with no change, and with one file
+               changed (CHANGED, default the first .c file of the size, gets a comment
+               line appended, a different one each repeat; restored at the end)
   spatch       Coccinelle with bench/tail-ref-race.cocci (a rough approximation of the
                tail-ref-race rule), `--jobs N --very-quiet --no-includes`, one file a group
 
-krefaudit warm (a re-scan served from a fact store) does not exist yet and is not measured.
 Peak RSS of a subprocess is the ru_maxrss that wait4() returns for it (its largest single
 process, workers included), and the sum over its process group sampled every 0.2 s.
 """
@@ -190,11 +193,14 @@ class Tool:
         return statistics.median(self.times)
 
 
-def krefaudit_run(tree: Path, paths: list[str], jobs: int, out_json: Path) -> Run:
+def krefaudit_run(
+    tree: Path, paths: list[str], jobs: int, out_json: Path, cache: Path | None
+) -> Run:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "analyzer", "scan", str(tree), *paths]
     cmd += ["-j", str(jobs), "-q", "--json", str(out_json)]
+    cmd += ["--no-cache"] if cache is None else ["--cache", str(cache)]
     run = run_measured(cmd, ROOT, env)
     if run.returncode not in (0, 1):  # 1: findings reported
         sys.exit(f"bench_scale: krefaudit exited {run.returncode}:\n{run.stderr[-2000:]}")
@@ -245,6 +251,8 @@ def main() -> int:
     ap.add_argument(
         "-j", "--jobs", type=int, default=os.cpu_count() or 1, help="processes for all tools"
     )
+    ap.add_argument("--changed", help="the file changed for the warm one-file runs")
+    ap.add_argument("--no-spatch", action="store_true", help="leave spatch out")
     ap.add_argument("--spatch", default="spatch", help="spatch binary (default: spatch)")
     ap.add_argument(
         "--spatch-timeout", type=int, default=0, help="spatch --timeout per file (default: none)"
@@ -256,8 +264,8 @@ def main() -> int:
     if not (tree / "mm").is_dir() or not (tree / "fs").is_dir():
         print(f"bench_scale: {tree} is not an unpacked linux-source-6.1 tree", file=sys.stderr)
         return 2
-    spatch = shutil.which(args.spatch)
-    if spatch is None:
+    spatch = None if args.no_spatch else shutil.which(args.spatch)
+    if spatch is None and not args.no_spatch:
         print("bench_scale: no spatch; apt-get install coccinelle", file=sys.stderr)
         return 2
 
@@ -269,16 +277,22 @@ def main() -> int:
     ncpu = os.cpu_count()
     print(f"tree: {tree}")
     print(f"size: {size} ({' '.join(paths)}): {len(files)} files (.c and .h), {mb:.1f} MB")
+    changed = tree / (args.changed or next(rel for rel, _ in files if rel.endswith(".c")))
     print(f"repeats: {args.repeat}  jobs: {args.jobs}  cores: {ncpu}")
+    print(f"changed for the warm one-file runs: {changed.relative_to(tree)}")
+    original, times = changed.read_bytes(), changed.stat()
 
     with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
         groups = Path(tmp) / "groups"  # one file a group, so that --jobs spreads them
         groups.write_text("".join(f"{rel}\n\n" for rel, _ in files))
         out_json = Path(tmp) / "krefaudit.json"
+        cache = Path(tmp) / "cache"
 
         floor1 = Tool("floor: tree-sitter parse only, 1 process")
         floor_n = Tool(f"floor: tree-sitter parse only, {args.jobs} processes")
-        cold = Tool(f"krefaudit cold: scan -j {args.jobs}")
+        cold = Tool(f"krefaudit cold: scan -j {args.jobs} --no-cache")
+        warm = Tool("krefaudit warm, no change")
+        warm1 = Tool("krefaudit warm, one file changed")
         cocci = Tool(f"spatch: tail-ref-race.cocci --jobs {args.jobs}")
         last: dict[str, Run] = {}
 
@@ -286,28 +300,52 @@ def main() -> int:
             last[name] = run()
             tool.add(last[name])
 
-        steps: list[Callable[[], None]] = [
-            lambda: floor1.times.append(floor_serial(files)),
-            lambda: floor_n.times.append(floor_parallel(files, args.jobs)),
-            lambda: measure(
-                cold, "krefaudit", lambda: krefaudit_run(tree, paths, args.jobs, out_json)
+        def restore() -> None:
+            changed.write_bytes(original)
+            os.utime(changed, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+        def one_changed(i: int) -> Run:
+            """A run after an edit; the other warm runs see the tree as it was."""
+            changed.write_bytes(original + f"\n/* bench_scale change {i} */\n".encode())
+            try:
+                return krefaudit_run(tree, paths, args.jobs, out_json, cache)
+            finally:
+                restore()
+
+        steps: list[Callable[[int], None]] = [
+            lambda i: floor1.times.append(floor_serial(files)),
+            lambda i: floor_n.times.append(floor_parallel(files, args.jobs)),
+            lambda i: measure(
+                cold, "krefaudit", lambda: krefaudit_run(tree, paths, args.jobs, out_json, None)
             ),
-            lambda: measure(
-                cocci,
-                "spatch",
-                lambda: spatch_run(spatch, tree, groups, args.jobs, args.spatch_timeout),
+            lambda i: measure(
+                warm, "warm", lambda: krefaudit_run(tree, paths, args.jobs, out_json, cache)
             ),
+            lambda i: measure(warm1, "warm1", lambda: one_changed(i)),
         ]
+        if spatch is not None:
+            steps.append(
+                lambda i: measure(
+                    cocci,
+                    "spatch",
+                    lambda: spatch_run(spatch, tree, groups, args.jobs, args.spatch_timeout),
+                )
+            )
         busy0, own0, wall0 = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-        for i in range(args.repeat):
-            order = list(range(len(steps)))
-            if i % 2:
-                order.reverse()
-            for k in order:
-                steps[k]()
-            print(f"  repeat {i + 1}/{args.repeat} done", file=sys.stderr, flush=True)
+        try:
+            krefaudit_run(tree, paths, args.jobs, out_json, cache)  # fills the store
+            for i in range(args.repeat):
+                order = list(range(len(steps)))
+                if i % 2:
+                    order.reverse()
+                for k in order:
+                    steps[k](i)
+                print(f"  repeat {i + 1}/{args.repeat} done", file=sys.stderr, flush=True)
+        finally:
+            restore()
         busy, own = busy_cpu_seconds() - busy0, own_cpu_seconds() - own0
         elapsed = time.perf_counter() - wall0
+        store_mb = sum(p.stat().st_size for p in cache.iterdir()) / 1e6
         result = json.loads(out_json.read_text())  # the last krefaudit run's output
 
     floor1_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -319,21 +357,26 @@ def main() -> int:
         f"{result['refcount_model']['name']}; {cov['functions_seen']} functions, "
         f"{cov['lowered_ratio']:.2%} lowered"
     )
-    sites = sorted(spatch_sites(last["spatch"].stdout))
+    sites = sorted(spatch_sites(last["spatch"].stdout)) if "spatch" in last else []
     cocci.note = f"reference sites reported: {len(sites)}"
+    tools = [floor1, floor_n, cold, warm, warm1] + ([cocci] if spatch else [])
 
     print()
-    width = max(len(t.label) for t in (floor1, floor_n, cold, cocci))
-    for t in (floor1, floor_n, cold, cocci):
+    width = max(len(t.label) for t in tools)
+    for t in tools:
         print(f"{t.label:<{width}}  median {t.median:8.2f} s  min {min(t.times):8.2f} s")
-    print(f"{'krefaudit warm':<{width}}  n/a (no fact store yet)")
     print()
     print(f"krefaudit-cold / floor ({args.jobs} processes): {cold.median / floor_n.median:.1f}x")
     print(f"krefaudit-cold / floor (1 process):   {cold.median / floor1.median:.1f}x")
-    print(f"spatch / krefaudit-cold:               {cocci.median / cold.median:.2f}x")
+    print(f"krefaudit-warm / krefaudit-cold:       {warm.median / cold.median:.3f}x")
+    print(f"krefaudit-warm-1 / krefaudit-cold:     {warm1.median / cold.median:.3f}x")
+    if spatch:
+        print(f"spatch / krefaudit-cold:               {cocci.median / cold.median:.2f}x")
+        print(f"spatch / krefaudit-warm-1:             {cocci.median / warm1.median:.2f}x")
+    print(f"fact store on disk: {store_mb:.0f} MB")
     print()
     print(f"peak RSS, floor (this process, file bytes included): {mib(floor1_rss)}")
-    for t in (cold, cocci):
+    for t in tools[2:]:
         print(
             f"peak RSS, {t.label.split(':')[0]}: largest process {mib(t.maxrss_kib)}; "
             f"process group (sampled sum) {mib(t.group_peak_kib)}"
