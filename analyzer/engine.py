@@ -107,7 +107,7 @@ def _digests(tree: Path, rels: list[str] | tuple[str, ...], store: FactStore) ->
     out = {}
     for rel in rels:
         try:
-            out[rel], _data = store.file_digest(tree / rel)
+            out[rel] = store.file_digest(tree / rel)
         except OSError:
             continue
     return out
@@ -215,26 +215,49 @@ def file_coverage(ir: FileIR) -> FileCoverage:
     )
 
 
-def load_context(
-    tree: Path, files: list[FileIR], api: KernelApi, store: FactStore | None = None
-) -> list[FileIR]:
-    """Headers (and mm/ files) of the tree that define what the rules need: prototypes of
-    the GUP family, get_page() and, a few levels deep, the functions it calls."""
-    index = DefinitionIndex(tree)
-    context: dict[str, FileIR] = {}
-    seen = {f.path for f in files}
-    defined = {fn.name: fn for f in files for fn in f.functions}
+@dataclass(frozen=True, slots=True)
+class _ContextChoice:
+    """Which files a run read for context, and what it asked of the scanned files on the
+    way: a later run over the same headers whose scanned files answer alike chooses the
+    same files, without reading every header again."""
+
+    files: tuple[str, ...]
+    # (name, the callees of its scanned definition, or None when the scan defines none)
+    probes: tuple[tuple[str, tuple[str, ...] | None], ...]
+
+
+def _probe(scanned: dict[str, Function], name: str) -> tuple[str, ...] | None:
+    fn = scanned.get(name)
+    return None if fn is None else tuple(c.callee or "" for _n, c in fn.calls())
+
+
+def _choose_context(
+    tree: Path,
+    definitions: list[str],
+    scanned: dict[str, Function],
+    seen: set[str],
+    api: KernelApi,
+    store: FactStore | None,
+) -> tuple[_ContextChoice, list[FileIR]]:
+    """Headers (and mm/ files) that define what the rules need: prototypes of the GUP
+    family and release primitives, get_page() and, a few levels deep, the functions it
+    calls; each name the scanned files define themselves is not looked up."""
+    index = DefinitionIndex(tree, definitions)
+    chosen: dict[str, FileIR] = {}
+    probes: dict[str, tuple[str, ...] | None] = {}
+    defined = dict(scanned)
     followed = {"get_page"}
     wanted = followed | set(api.gup.array) | set(api.release.release)
     for _ in range(_CONTEXT_DEPTH):
+        probes.update((n, _probe(scanned, n)) for n in wanted | followed)
         for rel in index.files_defining({n for n in wanted if n not in defined}):
             if rel in seen:
                 continue
             seen.add(rel)
-            ((_rel, (_relevant, ir)),) = _entries(tree, (rel,), True, 1, store, None)
-            if not isinstance(ir, FileIR):
+            ir = _context_file(tree, rel, store)
+            if ir is None:
                 continue
-            context[rel] = ir
+            chosen[rel] = ir
             for fn in ir.functions:
                 defined.setdefault(fn.name, fn)
         callees = {
@@ -244,7 +267,45 @@ def load_context(
             break
         followed |= callees
         wanted = callees
-    return [context[p] for p in sorted(context)]
+    choice = _ContextChoice(tuple(sorted(chosen)), tuple(sorted(probes.items())))
+    return choice, [chosen[rel] for rel in choice.files]
+
+
+def _context_file(tree: Path, rel: str, store: FactStore | None) -> FileIR | None:
+    ((_rel, (_relevant, ir)),) = _entries(tree, (rel,), True, 1, store, None)
+    return ir if isinstance(ir, FileIR) else None
+
+
+def load_context(
+    tree: Path,
+    files: list[FileIR],
+    api: KernelApi,
+    store: FactStore | None,
+    definitions: list[str],
+) -> list[FileIR]:
+    """The context files of a scan of `files` (see _choose_context); `definitions` are
+    the tree's definition_files(). With a store, the choice of an earlier run over the
+    same headers is reused when it still holds."""
+    scanned = {fn.name: fn for f in files for fn in f.functions}
+    seen = {f.path for f in files}
+    if store is None:
+        return _choose_context(tree, definitions, scanned, seen, api, None)[1]
+    # The scanned files count by their paths and the probes' answers; the other files
+    # the search reads, by their content.
+    h = hashlib.blake2b(repr((store.salt, sorted(seen))).encode(), digest_size=16)
+    searched = [rel for rel in definitions if rel not in seen]
+    for rel, d in _digests(tree, searched, store).items():
+        h.update(f"{rel}\0{d}\n".encode())
+    key = "context:" + h.hexdigest()
+    memo = store.result(key)
+    if isinstance(memo, _ContextChoice) and all(
+        _probe(scanned, n) == answer for n, answer in memo.probes
+    ):
+        found = [_context_file(tree, rel, store) for rel in memo.files]
+        return [ir for ir in found if ir is not None]
+    choice, context = _choose_context(tree, definitions, scanned, seen, api, store)
+    store.put_result(key, choice)
+    return context
 
 
 def _edge(other: Function, site: CallSite, locks: LockAnalysis) -> CallEdge:
@@ -308,13 +369,14 @@ def _with_skipped(cov: Coverage, skipped: list[SkippedFunction]) -> Coverage:
 def _result_key(
     tree: Path,
     found: Discovery,
+    definitions: list[str],
     options: tuple[object, ...],
     store: FactStore,
 ) -> str:
     """Hash of every input a run reads: the scanned files, the files its context can come
-    from, the top Makefile (the version shown), the paths and options."""
+    from (`definitions`), the top Makefile (the version shown), the paths and options."""
     h = hashlib.blake2b(repr((store.salt, found.problems, options)).encode(), digest_size=16)
-    rels = [*found.files, *definition_files(tree), "Makefile"]
+    rels = [*found.files, *definitions, "Makefile"]
     for rel, d in sorted(_digests(tree, rels, store).items()):
         h.update(f"{rel}\0{d}\n".encode())
     return h.hexdigest()
@@ -337,16 +399,18 @@ def scan(
     api = load_api()
     rules = load_rules()
     discovery = discover(tree, paths)
+    definitions = definition_files(tree)
     key = None
     if store is not None:
-        key = _result_key(tree, discovery, (paths, refcount_model, lower_all), store)
+        options = (paths, refcount_model, lower_all)
+        key = _result_key(tree, discovery, definitions, options, store)
         hit = store.result(key)
         if isinstance(hit, RunResult):
             return dataclasses.replace(hit, tree=str(tree))
     parsed = _parse(tree, discovery, progress, jobs, store, lower_all)
     if progress is not None:
         progress("reading the tree's headers")
-    context = load_context(tree, parsed.files, api, store)
+    context = load_context(tree, parsed.files, api, store, definitions)
     program = Program(parsed.files, context)
     locks = LockAnalysis(program, api.locks)
     model = refmodel.detect(program, api, locks, refcount_model)

@@ -31,11 +31,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import tree_sitter
-import tree_sitter_c
 
 import analyzer
 from analyzer.rules.loader import rules_dir
@@ -67,7 +65,8 @@ def salt() -> str:
     code and rule data, the parser's versions and Python's pickle format."""
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{_SCHEMA} {sys.version} {pickle.HIGHEST_PROTOCOL}".encode())
-    h.update(f"{tree_sitter_c.__name__} {tree_sitter.LANGUAGE_VERSION}".encode())
+    for dist in ("tree-sitter", "tree-sitter-c"):
+        h.update(f"{dist} {metadata.version(dist)}".encode())
     package = Path(analyzer.__file__).resolve().parent
     for root, pattern in ((package, "*.py"), (rules_dir(), "*.yaml")):
         for f in sorted(root.rglob(pattern)):
@@ -115,6 +114,9 @@ class FactStore:
         if self.path.exists():
             _check_private(self.path)
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # A damaged text value reads back mangled (and fails its checksum), not as an
+        # exception on every later run.
+        db.text_factory = lambda b: b.decode("utf-8", "replace")
         try:
             os.chmod(self.path, 0o600)
             db.execute("PRAGMA journal_mode=WAL")
@@ -150,9 +152,9 @@ class FactStore:
         self.db.close()
 
     # ------------------------------------------------------------ content hashes
-    def file_digest(self, path: Path) -> tuple[str, bytes | None]:
-        """The content hash of `path`, and its bytes when they had to be read (None
-        when its stat entry still holds). OSError propagates: the caller reports it."""
+    def file_digest(self, path: Path) -> str:
+        """The content hash of `path`, read only when its stat entry no longer holds.
+        OSError propagates: the caller reports it."""
         if self._stats is None:
             rows = self._read("SELECT * FROM stats", (), all_rows=True)
             self._stats = {inode: (m, s, d) for inode, m, s, d in rows}
@@ -160,13 +162,12 @@ class FactStore:
         inode = f"{st.st_dev}:{st.st_ino}"
         known = self._stats.get(inode)
         if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
-            return known[2], None
-        data = path.read_bytes()
-        d = digest(data)
+            return known[2]
+        d = digest(path.read_bytes())
         if time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
             self._pending_stats.append((inode, st.st_mtime_ns, st.st_size, d))
             self._stats[inode] = (st.st_mtime_ns, st.st_size, d)
-        return d, data
+        return d
 
     def flush(self) -> None:
         """Write the stat entries gathered so far."""
@@ -180,7 +181,7 @@ class FactStore:
         try:
             cur = self.db.execute(sql, args)
             return cur.fetchall() if all_rows else cur.fetchone()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, ValueError) as e:  # ValueError: a name SQLite cannot take
             self.warn(f"cache {self.path}: not read ({e})")
             return [] if all_rows else None
 
@@ -188,12 +189,12 @@ class FactStore:
         try:
             with self.db:
                 self.db.executemany(sql, rows)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, ValueError) as e:
             self.warn(f"cache {self.path}: not written ({e})")
 
     def _load(self, what: str, blob: bytes, checksum: str) -> Any:
         """The entry's object, or None (and a warning) when it is damaged."""
-        if digest(blob) == checksum:
+        if isinstance(blob, bytes) and digest(blob) == checksum:
             try:
                 return pickle.loads(blob)
             except Exception as e:  # noqa: BLE001 - any failure means a damaged entry

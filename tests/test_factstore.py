@@ -111,6 +111,22 @@ def test_editing_the_header_that_defines_get_page(tmp_path: Path, rec: Recorder)
     assert "include/linux/mm.h" in rec.lowered
 
 
+def test_a_scanned_file_that_starts_defining_get_page(tmp_path: Path, rec: Recorder) -> None:
+    """The context a run chose (the header defining get_page()) is reused only while the
+    scanned files still leave get_page() and its callees to the headers."""
+    tree = copy_tree(V31, tmp_path / "t")
+    first = scan(tree, rec.store(tmp_path / "c"))
+    assert first.refcount_model.name == "split-tail"
+    own = tree / "mm" / "own_get_page.c"
+    own.write_text(
+        '#include "kstubs.h"\n'
+        "void get_page(struct page *page)\n{\n\tfolio_get(page_folio(page));\n}\n"
+    )
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert same(warm, scan(tree, None))
+    assert warm.refcount_model.name == "folio"
+
+
 CALLER = """#include "kstubs.h"
 void lock_tables(struct mm_struct *mm);
 void unlock_tables(struct mm_struct *mm);
@@ -224,6 +240,18 @@ def test_a_damaged_entry_is_detected_and_rebuilt(tmp_path: Path, rec: Recorder, 
     rec.warnings.clear()
     assert same(scan(tree, rec.store(tmp_path / "c")), cold)
     assert rec.warnings == [], "the damaged entries were replaced"
+
+
+def test_an_entry_of_the_wrong_type_is_a_damaged_entry(tmp_path: Path, rec: Recorder) -> None:
+    tree = copy_tree(V31, tmp_path / "t")
+    cold = scan(tree, rec.store(tmp_path / "c"))
+    con = sqlite3.connect(tmp_path / "c" / DB_NAME)
+    with con:
+        con.execute("UPDATE files SET blob = CAST(x'80ff00' AS TEXT)")
+        con.execute("DELETE FROM results")
+    con.close()
+    assert same(scan(tree, rec.store(tmp_path / "c")), cold)
+    assert rec.warnings and all("damaged entry" in w for w in rec.warnings)
 
 
 def test_a_damaged_database_file_is_replaced(tmp_path: Path, rec: Recorder) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from analyzer.engine import parse_paths, scan
+from analyzer.factstore import DB_NAME, FactStore
 from analyzer.model import RunResult
 from analyzer.program.model import Program
+from analyzer.report.json_report import render_json
 
 pytestmark = pytest.mark.realtree
 
@@ -219,6 +222,23 @@ def test_pre_3_2_model_flags_the_historical_direct_io_sites(tree_6_1: Path) -> N
     assert [s.function for s in last_call] == ["do_direct_IO"]
 
 
+def test_fact_store_round_trip_on_a_real_tree(tree_6_1: Path, tmp_path: Path) -> None:
+    """Every mm/ file's IR and the header context come back from the store (the whole-run
+    result is dropped first) and give the cold run's result, byte for byte."""
+    store = FactStore(tmp_path, pytest.fail)
+    cold = scan(tree_6_1, ["mm"], jobs=2, store=store)
+    store.close()
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    with con:
+        con.execute("DELETE FROM results")
+    con.close()
+    store = FactStore(tmp_path, pytest.fail)
+    warm = scan(tree_6_1, ["mm"], jobs=2, store=store)
+    store.close()
+    assert render_json(warm) == render_json(cold)
+    assert render_json(cold) == render_json(scan(tree_6_1, ["mm"], jobs=2))
+
+
 def test_sigterm_leaves_the_previous_report_intact(tree_6_1: Path, tmp_path: Path) -> None:
     import signal
     import sys
@@ -227,7 +247,8 @@ def test_sigterm_leaves_the_previous_report_intact(tree_6_1: Path, tmp_path: Pat
     out = tmp_path / "scan.json"
     out.write_text('{"previous": true}\n')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "analyzer", "scan", str(tree_6_1), "mm", "--json", str(out)],
+        [sys.executable, "-m", "analyzer", "scan", str(tree_6_1), "mm", "--json", str(out)]
+        + ["--no-cache"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

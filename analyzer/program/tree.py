@@ -86,14 +86,16 @@ def definition_files(tree: Path) -> list[str]:
 class DefinitionIndex:
     """Finds the files of a tree that define (or declare) a name, reading them lazily."""
 
-    def __init__(self, tree: Path) -> None:
+    def __init__(self, tree: Path, files: list[str]) -> None:
+        """`files`: definition_files(tree)."""
         self.tree = tree
+        self.files = files
         self._texts: dict[str, bytes] | None = None
 
     def _load(self) -> dict[str, bytes]:
         if self._texts is None:
             texts: dict[str, bytes] = {}
-            for rel in definition_files(self.tree):
+            for rel in self.files:
                 try:
                     texts[rel] = (self.tree / rel).read_bytes()
                 except OSError:
