@@ -433,7 +433,7 @@ def check_patch(
     quiet: bool,
 ) -> None:
     """Findings that PATCHes (git format-patch or git diff output, applied in order with
-    patch -p1 to a copy of the touched directories) introduce in TREE (and fix)."""
+    patch -p1 to a hard-linked copy of the tree) introduce in TREE (and fix)."""
 
     def run() -> int:
         with _fact_store(cache_dir, no_cache) as store:
