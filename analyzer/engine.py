@@ -292,11 +292,8 @@ def load_context(
         return _choose_context(tree, definitions, scanned, seen, api, None)[1]
     # The scanned files count by their paths and the probes' answers; the other files
     # the search reads, by their content.
-    h = hashlib.blake2b(repr((store.salt, sorted(seen))).encode(), digest_size=16)
     searched = [rel for rel in definitions if rel not in seen]
-    for rel, d in _digests(tree, searched, store).items():
-        h.update(f"{rel}\0{d}\n".encode())
-    key = "context:" + h.hexdigest()
+    key = "context:" + _content_key(tree, (store.salt, sorted(seen)), searched, store)
     memo = store.result(key)
     if isinstance(memo, _ContextChoice) and all(
         _probe(scanned, n) == answer for n, answer in memo.probes
@@ -366,6 +363,15 @@ def _with_skipped(cov: Coverage, skipped: list[SkippedFunction]) -> Coverage:
     )
 
 
+def _content_key(tree: Path, head: object, rels: list[str], store: FactStore) -> str:
+    """Hash of `head` (its repr) and of the path and content of each readable file
+    among `rels`: the store key of something computed from exactly those."""
+    h = hashlib.blake2b(repr(head).encode(), digest_size=16)
+    for rel, d in sorted(_digests(tree, rels, store).items()):
+        h.update(f"{rel}\0{d}\n".encode())
+    return h.hexdigest()
+
+
 def _result_key(
     tree: Path,
     found: Discovery,
@@ -375,11 +381,8 @@ def _result_key(
 ) -> str:
     """Hash of every input a run reads: the scanned files, the files its context can come
     from (`definitions`), the top Makefile (the version shown), the paths and options."""
-    h = hashlib.blake2b(repr((store.salt, found.problems, options)).encode(), digest_size=16)
-    rels = [*found.files, *definitions, "Makefile"]
-    for rel, d in sorted(_digests(tree, rels, store).items()):
-        h.update(f"{rel}\0{d}\n".encode())
-    return h.hexdigest()
+    head = (store.salt, found.problems, options)
+    return _content_key(tree, head, [*found.files, *definitions, "Makefile"], store)
 
 
 def scan(
