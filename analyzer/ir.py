@@ -5,7 +5,9 @@ Analyses read only these types; no tree-sitter node ever leaves the front end.
 
 from __future__ import annotations
 
+import hashlib
 import operator
+import pickle
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
@@ -202,6 +204,32 @@ def calls_in(e: Expr | None) -> list[Call]:
     return out
 
 
+def words_in(e: Expr | None) -> set[str]:
+    """Field names and variable names read or written in an expression (a variable may
+    be a global whose facts the analyses keep with the fields)."""
+    found: set[str] = set()
+    stack = [e] if e is not None else []
+    while stack:
+        x = stack.pop()
+        match x:
+            case Name(id=i):
+                found.add(i)
+            case Field(base=b, name=f):
+                found.add(f)
+                stack.append(b)
+            case Index(base=b, index=i):
+                stack += [b, i]
+            case AddrOf(operand=o) | Deref(operand=o):
+                stack.append(o)
+            case Call(args=args, target=t):
+                stack += list(args)
+                if t is not None:
+                    stack.append(t)
+            case Op(operands=ops):
+                stack += list(ops)
+    return found
+
+
 # ---------------------------------------------------------------- types
 @_pickled_as_call
 @dataclass(frozen=True, slots=True)
@@ -289,8 +317,33 @@ class Status(Enum):
     RECOVERED = "recovered"  # lowered around tree-sitter's error recovery
 
 
+@_pickled_as_call
+@dataclass(frozen=True, slots=True)
+class CallRef:
+    """A call as the call graph sees it, without the body: the `index`-th call of CFG
+    node `node`, to `callee` (see Call)."""
+
+    node: int
+    index: int
+    callee: str | None
+    indirect: bool
+    line: int
+
+
+@dataclass(slots=True)
+class Body:
+    """What only the analysis of a function itself reads."""
+
+    cfg: CFG
+    locals: dict[str, TypeRef]
+
+
 @dataclass(slots=True)
 class Function:
+    """A function definition. Its body is held pickled until an analysis first reads it
+    (`cfg`, `locals`, `calls()`): a program of many files keeps in memory only what the
+    call graph needs of most of them."""
+
     name: str
     path: str  # relative to the tree root
     loc: Loc
@@ -299,16 +352,56 @@ class Function:
     inline: bool
     params: tuple[Param, ...]
     ret: TypeRef
-    locals: dict[str, TypeRef]
     annotations: tuple[tuple[str, str], ...]  # (kind, argument) sparse lock annotations
-    cfg: CFG
+    call_refs: tuple[CallRef, ...]
+    words: frozenset[str]  # words_in() of every instruction's operands
+    body: Body | bytes
     status: Status
-    # Program-wide identity, "path:name" ("path:name@line" for a second definition of the
+    # Program-wide identity, "path:name" ("path:name#2" for a second definition of the
     # name in one file, under other #if branches). Set by the front end.
     key: str = ""
 
+    def _body(self) -> Body:
+        body = self.body
+        if isinstance(body, bytes):
+            body = self.body = pickle.loads(body)
+        return body
+
+    @property
+    def cfg(self) -> CFG:
+        return self._body().cfg
+
+    @property
+    def locals(self) -> dict[str, TypeRef]:
+        return self._body().locals
+
+    @property
+    def body_loaded(self) -> bool:
+        return not isinstance(self.body, bytes)
+
     def calls(self) -> list[tuple[int, Call]]:
         return [(n, c) for n, ins in enumerate(self.cfg.instrs) for c in ins.calls]
+
+    def __reduce__(self) -> tuple[type[Function], tuple[Any, ...]]:
+        body = self.body
+        if not isinstance(body, bytes):
+            body = pickle.dumps(body, pickle.HIGHEST_PROTOCOL)
+        return Function, (
+            self.name,
+            self.path,
+            self.loc,
+            self.end_line,
+            self.static,
+            self.inline,
+            self.params,
+            self.ret,
+            self.annotations,
+            self.call_refs,
+            self.words,
+            body,
+            self.status,
+            self.key,
+        )
 
 
 @_pickled_as_call
@@ -339,5 +432,19 @@ class FileIR:
     exports: frozenset[str] = frozenset()
     struct_fields: dict[str, dict[str, TypeRef]] = field(default_factory=dict)
     macro_aliases: dict[str, str] = field(default_factory=dict)
-    macro_lines: dict[str, int] = field(default_factory=dict)
     error: str | None = None  # the file could not be read or parsed at all
+    shape: str = ""  # shape_of(self), set by the front end
+
+
+def shape_of(ir: FileIR) -> str:
+    """Digest of everything the analyses read of a file without reading a function's
+    body or its lines: the call graph, the words its functions use, the types, macros
+    and exports. Two versions of a file with one shape differ only inside bodies."""
+    fns = [
+        (fn.key, fn.static, fn.inline, fn.params, fn.ret, fn.annotations, fn.status.value)
+        + (tuple((c.callee, c.indirect) for c in fn.call_refs), sorted(fn.words))
+        for fn in ir.functions
+    ]
+    stores = [(s.field, s.func) for s in ir.fnptr_stores]
+    facts = (ir.prototypes, stores, sorted(ir.exports), ir.struct_fields, ir.macro_aliases)
+    return hashlib.blake2b(repr((fns, facts)).encode(), digest_size=16).hexdigest()

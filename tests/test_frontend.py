@@ -243,7 +243,12 @@ def test_ir_survives_pickling() -> None:
     src = (FIXTURES / "models" / "v3.1" / "fs" / "direct-io.c").read_bytes()
     ir = parse_bytes(src, "fs/direct-io.c")
     back = pickle.loads(pickle.dumps(ir, pickle.HIGHEST_PROTOCOL))
-    assert back == ir and back.functions and back.functions[0].cfg.instrs
+    # Bodies come back pickled, and are read on first use.
+    assert back.functions and not any(fn.body_loaded for fn in back.functions)
+    assert back.functions[0].cfg.instrs and back.functions[0].body_loaded
+    for fn in back.functions:
+        assert fn.locals == fn.body.locals  # type: ignore[union-attr]
+    assert back == ir
     assert [render(c) for _n, c in back.functions[-1].calls()] == [
         render(c) for _n, c in ir.functions[-1].calls()
     ]

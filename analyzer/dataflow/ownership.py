@@ -305,7 +305,7 @@ class Ownership:
         return sorted(self.events, key=lambda e: (e.function.path, e.loc, e.kind, e.detail))
 
     def _takes_pages(self, fn: Function) -> bool:
-        for _n, call in fn.calls():
+        for call in fn.call_refs:
             name = self.program.canonical(call.callee or "")
             if not call.indirect and (name in self.gup.array or name in self.rel.single):
                 return True

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,7 +148,7 @@ class Provenance:
         self._order = {
             fn.key: i for i, fn in enumerate([*program.functions(), *program.context_functions()])
         }
-        self._readers: dict[str, list[Function]] | None = None
+        self._readers: dict[str, list[Function]] = {}
         self._dirty: set[tuple[str, str]] = set()
 
     # ---------------------------------------------------------------- driver
@@ -183,7 +182,7 @@ class Provenance:
         return (site.function.path, site.call.loc, k[2])
 
     def _has_source(self, fn: Function) -> bool:
-        for _n, call in fn.calls():
+        for call in fn.call_refs:
             name = self.program.canonical(call.callee or "")
             if not call.indirect and (name in self.gup.array or name in self.gup.single):
                 return True
@@ -193,27 +192,19 @@ class Provenance:
         out: list[Function] = []
         for kind, key in sorted(self._dirty):
             if kind == "field":
-                out.extend(self._field_readers().get(key, []))
+                out.extend(self._field_readers(key))
             elif kind == "param":
                 out.append(self.program.by_key[key])
             else:  # a return value or out-array of `key` changed: its callers
                 out.extend(site.caller for site in self.program.callers(self.program.by_key[key]))
         return out
 
-    def _field_readers(self) -> dict[str, list[Function]]:
-        if self._readers is None:
-            readers: dict[str, set[str]] = defaultdict(set)
-            for key in self._order:
-                fn = self.program.by_key[key]
-                for ins in fn.cfg.instrs:
-                    for e in (ins.rhs, ins.lhs):
-                        for f in _fields_in(e):
-                            readers[f].add(key)
-            self._readers = {
-                f: [self.program.by_key[k] for k in sorted(keys, key=self._order.__getitem__)]
-                for f, keys in readers.items()
-            }
-        return self._readers
+    def _field_readers(self, name: str) -> list[Function]:
+        """The functions that read or write a field (or global) `name`, in order."""
+        if name not in self._readers:
+            fns = (self.program.by_key[key] for key in self._order)
+            self._readers[name] = [fn for fn in fns if name in fn.words]
+        return self._readers[name]
 
     # ---------------------------------------------------------------- one function
     def _analyze(self, fn: Function) -> None:
@@ -448,29 +439,3 @@ def _join(states: Sequence[State]) -> State:
         for k, o in s.items():
             out[k] = _better(out.get(k), o)  # type: ignore[assignment]
     return out
-
-
-def _fields_in(e: Expr | None) -> set[str]:
-    """Field names and variable names read or written in an expression (a variable may
-    be a global whose facts live in the field table)."""
-    found: set[str] = set()
-    stack = [e] if e is not None else []
-    while stack:
-        x = stack.pop()
-        match x:
-            case Name(id=i):
-                found.add(i)
-            case Field(base=b, name=f):
-                found.add(f)
-                stack.append(b)
-            case Index(base=b, index=i):
-                stack += [b, i]
-            case AddrOf(operand=o) | Deref(operand=o):
-                stack.append(o)
-            case Call(args=args, target=t):
-                stack += list(args)
-                if t is not None:
-                    stack.append(t)
-            case Op(operands=ops):
-                stack += list(ops)
-    return found

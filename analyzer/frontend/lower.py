@@ -15,7 +15,9 @@ from tree_sitter import Node
 from analyzer.ir import (
     CFG,
     AddrOf,
+    Body,
     Call,
+    CallRef,
     Const,
     Deref,
     Edge,
@@ -36,6 +38,7 @@ from analyzer.ir import (
     TypeRef,
     calls_in,
     peel,
+    words_in,
 )
 
 # Calls after which control does not continue.
@@ -616,6 +619,7 @@ def lower_function(
         return Skipped(name, line, "nesting too deep to lower")
     except BudgetError as e:
         return Skipped(name, line, str(e))
+    cfg = b.cfg()
     fn = Function(
         name=name,
         path=path,
@@ -625,13 +629,30 @@ def lower_function(
         inline="inline" in specs or any(_text(c) == "inline" for c in n.children),
         params=params,
         ret=_typeref(n.child_by_field_name("type"), _ptr),
-        locals=b.locals,
         annotations=annotations,
-        cfg=b.cfg(),
+        call_refs=_call_refs(cfg),
+        words=_words(cfg),
+        body=Body(cfg, b.locals),
         status=Status.RECOVERED if (b.errors or n.has_error or macro_head) else Status.CLEAN,
     )
     fnptr_stores.extend(b.fnptr_stores)
     return fn
+
+
+def _call_refs(cfg: CFG) -> tuple[CallRef, ...]:
+    return tuple(
+        CallRef(n, i, c.callee, c.indirect, c.loc.line)
+        for n, ins in enumerate(cfg.instrs)
+        for i, c in enumerate(ins.calls)
+    )
+
+
+def _words(cfg: CFG) -> frozenset[str]:
+    found: set[str] = set()
+    for ins in cfg.instrs:
+        found |= words_in(ins.rhs)
+        found |= words_in(ins.lhs)
+    return frozenset(found)
 
 
 def _struct_fields(n: Node, out: dict[str, dict[str, TypeRef]]) -> None:
@@ -672,7 +693,6 @@ def _macro(n: Node, file_ir: FileIR) -> None:
     m = _MACRO_ALIAS_RE.match(value)
     if name and m:
         file_ir.macro_aliases[name] = m.group(1)
-        file_ir.macro_lines[name] = n.start_point[0] + 1
 
 
 def lower_file(root: Node, path: str, annotations: list[tuple[int, str, str]]) -> FileIR:
@@ -710,9 +730,9 @@ def lower_file(root: Node, path: str, annotations: list[tuple[int, str, str]]) -
             stack.extend(reversed(n.children))
     file_ir.fnptr_stores = [*fnptr_stores, *top.fnptr_stores]
     file_ir.functions.sort(key=lambda f: (f.loc, f.name))
-    taken: set[str] = set()
+    # Keys do not hold lines, so that an edit above a function keeps its identity.
+    count: dict[str, int] = {}
     for fn in file_ir.functions:
-        key = f"{path}:{fn.name}"
-        fn.key = key if key not in taken else f"{key}@{fn.loc.line}"
-        taken.add(fn.key)
+        count[fn.name] = n = count.get(fn.name, 0) + 1
+        fn.key = f"{path}:{fn.name}" + (f"#{n}" if n > 1 else "")
     return file_ir

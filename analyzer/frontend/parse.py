@@ -10,7 +10,7 @@ from tree_sitter import Language, Parser
 
 from analyzer.frontend.lower import lower_file
 from analyzer.frontend.normalize import normalize
-from analyzer.ir import FileIR
+from analyzer.ir import FileIR, shape_of
 
 # Files larger than this are not parsed: the kernel's largest .c file is about 1.5 MB of
 # source; anything far beyond is generated data, not code worth a lock analysis.
@@ -46,6 +46,7 @@ def parse_bytes(data: bytes, rel: str) -> FileIR:
     tree = _parser().parse(norm.text)
     file_ir = lower_file(tree.root_node, rel, [(a.offset, a.kind, a.arg) for a in norm.annotations])
     file_ir.exports = norm.exports
+    file_ir.shape = shape_of(file_ir)
     return file_ir
 
 

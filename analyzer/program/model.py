@@ -13,14 +13,23 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from analyzer.ir import Call, FileIR, Function, Param, TypeRef
+from analyzer.ir import Call, CallRef, FileIR, Function, Param, TypeRef
 
 
 @dataclass(frozen=True, slots=True)
 class CallSite:
     caller: Function
-    node: int  # CFG node of the call in the caller
-    call: Call
+    ref: CallRef
+
+    @property
+    def node(self) -> int:
+        """CFG node of the call in the caller."""
+        return self.ref.node
+
+    @property
+    def call(self) -> Call:
+        """The call itself (reads the caller's body)."""
+        return self.caller.cfg.instrs[self.ref.node].calls[self.ref.index]
 
 
 class Program:
@@ -97,7 +106,7 @@ class Program:
         # A static inline from a header included by the caller.
         return self.header_statics.get(name, [])
 
-    def resolve(self, caller: Function, call: Call) -> list[Function]:
+    def resolve(self, caller: Function, call: Call | CallRef) -> list[Function]:
         if call.callee is None:
             return []
         if call.indirect:
@@ -111,7 +120,7 @@ class Program:
     def callees(self, fn: Function) -> list[tuple[CallSite, list[Function]]]:
         if fn.key not in self._callees:
             self._callees[fn.key] = [
-                (CallSite(fn, n, c), self.resolve(fn, c)) for n, c in fn.calls()
+                (CallSite(fn, ref), self.resolve(fn, ref)) for ref in fn.call_refs
             ]
         return self._callees[fn.key]
 
