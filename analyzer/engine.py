@@ -47,11 +47,42 @@ _CONTEXT_DEPTH = 4
 Progress = Callable[[str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What a run made of one scanned file."""
+
+    digest: str  # of its content ("" when it could not be read)
+    # shape_of() its IR; None when it is not part of the program (not lowered, or not C
+    # the front end reads)
+    shape: str | None
+    coverage: FileCoverage | None  # None when it was not lowered (not relevant)
+    diagnostic: str | None  # why it could not be read or lowered
+    read: bool = False  # an analysis read one of its function bodies
+
+
 @dataclass(slots=True)
 class Parsed:
     files: list[FileIR]
-    coverage: Coverage
-    diagnostics: list[str]
+    seen: dict[str, _Seen]  # every discovered file, in discovery order
+    problems: tuple[str, ...]  # of the discovery
+
+    @property
+    def coverage(self) -> Coverage:
+        return _coverage(self.seen)
+
+    @property
+    def diagnostics(self) -> list[str]:
+        return _diagnostics(self.problems, self.seen)
+
+
+def _coverage(seen: dict[str, _Seen]) -> Coverage:
+    files = tuple(s.coverage for s in seen.values() if s.coverage is not None)
+    unneeded = tuple(rel for rel, s in seen.items() if s.coverage is None)
+    return Coverage(files, unneeded)
+
+
+def _diagnostics(problems: tuple[str, ...], seen: dict[str, _Seen]) -> list[str]:
+    return [*problems, *(s.diagnostic for s in seen.values() if s.diagnostic is not None)]
 
 
 # What the front end makes of one file: whether its text holds a relevance token, and
@@ -120,13 +151,13 @@ def _entries(
     jobs: int,
     store: FactStore | None,
     progress: Progress | None,
-) -> Iterator[tuple[str, Entry]]:
-    """The entry of each of `rels`, in order: from the store, else from the front end in
-    `jobs` processes (and then stored)."""
-    cached: dict[str, Entry] = {}
+) -> Iterator[tuple[str, str, Entry]]:
+    """(rel, content hash, entry) of each of `rels`, in order: from the store, else from
+    the front end in `jobs` processes (and then stored)."""
+    cached: dict[str, tuple[str, Entry]] = {}
     if store is not None:
         wanted = _digests(tree, rels, store).items()
-        cached = {rel: e for rel, _d, e in store.files(wanted) if _usable(e, lower_all)}
+        cached = {rel: (d, e) for rel, d, e in store.files(wanted) if _usable(e, lower_all)}
     tokens = relevance_tokens()
     work = [
         _Job(tree, rel, tokens, lower_all, store is not None) for rel in rels if rel not in cached
@@ -143,7 +174,7 @@ def _entries(
             if progress is not None and i % 50 == 0:
                 progress(f"parsing {i}/{len(rels)} {rel}")
             if rel in cached:
-                yield rel, cached[rel]
+                yield rel, *cached[rel]
                 continue
             got, d, res = next(results)
             assert got == rel
@@ -151,7 +182,7 @@ def _entries(
                 if d:
                     fresh.append((rel, d, res))
                 res = pickle.loads(res)
-            yield rel, res
+            yield rel, d, res
             if len(fresh) >= 256 and store is not None:
                 store.put_files(fresh)
                 fresh = []
@@ -185,21 +216,22 @@ def _parse(
     store: FactStore | None,
     lower_all: bool,
 ) -> Parsed:
-    diagnostics = list(found.problems)
     files: list[FileIR] = []
-    cov: list[FileCoverage] = []
-    unneeded: list[str] = []
-    entries = _entries(tree, found.files, lower_all, jobs, store, progress)
-    for rel, (relevant, outcome) in entries:
-        if isinstance(outcome, str):
-            diagnostics.append(outcome)
-            cov.append(FileCoverage(rel, 0, 0, 0, (), outcome))
-        elif outcome is None or not (relevant or lower_all):
-            unneeded.append(rel)
-        else:
-            files.append(outcome)
-            cov.append(file_coverage(outcome))
-    return Parsed(files, Coverage(tuple(cov), tuple(unneeded)), diagnostics)
+    seen: dict[str, _Seen] = {}
+    for rel, d, entry in _entries(tree, found.files, lower_all, jobs, store, progress):
+        seen[rel] = _seen(rel, d, entry, lower_all)
+        if seen[rel].shape is not None:
+            files.append(entry[1])  # type: ignore[arg-type]
+    return Parsed(files, seen, found.problems)
+
+
+def _seen(rel: str, digest: str, entry: Entry, lower_all: bool) -> _Seen:
+    relevant, outcome = entry
+    if isinstance(outcome, str):
+        return _Seen(digest, None, FileCoverage(rel, 0, 0, 0, (), outcome), outcome)
+    if outcome is None or not (relevant or lower_all):
+        return _Seen(digest, None, None, None)
+    return _Seen(digest, outcome.shape, file_coverage(outcome), None)
 
 
 def file_coverage(ir: FileIR) -> FileCoverage:
@@ -228,7 +260,7 @@ class _ContextChoice:
 
 def _probe(scanned: dict[str, Function], name: str) -> tuple[str, ...] | None:
     fn = scanned.get(name)
-    return None if fn is None else tuple(c.callee or "" for _n, c in fn.calls())
+    return None if fn is None else tuple(c.callee or "" for c in fn.call_refs)
 
 
 def _choose_context(
@@ -261,7 +293,7 @@ def _choose_context(
             for fn in ir.functions:
                 defined.setdefault(fn.name, fn)
         callees = {
-            c.callee for n in followed if n in defined for _i, c in defined[n].calls() if c.callee
+            c.callee for n in followed if n in defined for c in defined[n].call_refs if c.callee
         }
         if callees <= followed:
             break
@@ -272,7 +304,7 @@ def _choose_context(
 
 
 def _context_file(tree: Path, rel: str, store: FactStore | None) -> FileIR | None:
-    ((_rel, (_relevant, ir)),) = _entries(tree, (rel,), True, 1, store, None)
+    ((_rel, _d, (_relevant, ir)),) = _entries(tree, (rel,), True, 1, store, None)
     return ir if isinstance(ir, FileIR) else None
 
 
@@ -293,7 +325,7 @@ def load_context(
     # The scanned files count by their paths and the probes' answers; the other files
     # the search reads, by their content.
     searched = [rel for rel in definitions if rel not in seen]
-    key = "context:" + _content_key(tree, (store.salt, sorted(seen)), searched, store)
+    key = "context:" + _content_key((store.salt, sorted(seen)), _digests(tree, searched, store))
     memo = store.result(key)
     if isinstance(memo, _ContextChoice) and all(
         _probe(scanned, n) == answer for n, answer in memo.probes
@@ -363,26 +395,59 @@ def _with_skipped(cov: Coverage, skipped: list[SkippedFunction]) -> Coverage:
     )
 
 
-def _content_key(tree: Path, head: object, rels: list[str], store: FactStore) -> str:
-    """Hash of `head` (its repr) and of the path and content of each readable file
-    among `rels`: the store key of something computed from exactly those."""
+def _content_key(head: object, digests: dict[str, str]) -> str:
+    """Hash of `head` (its repr) and of the path and content hash of each file in
+    `digests`: the store key of something computed from exactly those."""
     h = hashlib.blake2b(repr(head).encode(), digest_size=16)
-    for rel, d in sorted(_digests(tree, rels, store).items()):
+    for rel, d in sorted(digests.items()):
         h.update(f"{rel}\0{d}\n".encode())
     return h.hexdigest()
 
 
-def _result_key(
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """A run's result and what it read. The analyses read every file's shape (shape_of)
+    but only some function bodies: a later run over the same paths whose changed files
+    keep their shapes, and had no body read, has the same findings."""
+
+    files: dict[str, _Seen]  # the scanned files
+    definitions: dict[str, str]  # content hashes of the other files context can come from
+    result: RunResult
+    analysis_skipped: tuple[SkippedFunction, ...]
+
+
+def _reuse(
     tree: Path,
     found: Discovery,
-    definitions: list[str],
-    options: tuple[object, ...],
+    digests: dict[str, str],
+    outside: dict[str, str],
+    memo: _Memo,
+    jobs: int,
     store: FactStore,
-) -> str:
-    """Hash of every input a run reads: the scanned files, the files its context can come
-    from (`definitions`), the top Makefile (the version shown), the paths and options."""
-    head = (store.salt, found.problems, options)
-    return _content_key(tree, head, [*found.files, *definitions, "Makefile"], store)
+    lower_all: bool,
+) -> _Memo | None:
+    """`memo` brought up to date with the files as they are now, or None when a change
+    can reach what its analyses read: a shape changed, a body the analyses read changed,
+    or a file the context can come from (`outside`: the definition files not scanned,
+    with their content hashes) changed."""
+    if outside != memo.definitions:
+        return None
+    changed = tuple(rel for rel in found.files if digests.get(rel, "") != memo.files[rel].digest)
+    files = dict(memo.files)
+    for rel, d, entry in _entries(tree, changed, lower_all, jobs, store, None):
+        now, before = _seen(rel, d, entry, lower_all), memo.files[rel]
+        if before.read or now.shape != before.shape:
+            return None
+        files[rel] = now
+    coverage = _with_skipped(_coverage(files), list(memo.analysis_skipped))
+    result = dataclasses.replace(
+        memo.result,
+        tree=str(tree),
+        coverage=coverage,
+        diagnostics=tuple(_diagnostics(found.problems, files)),
+        kernel_version=kernel_version(tree),
+    )
+    return dataclasses.replace(memo, files=files, result=result)
 
 
 def scan(
@@ -395,21 +460,63 @@ def scan(
     lower_all: bool = False,
 ) -> RunResult:
     """Analyze `paths` of `tree`. With a `store`, a run whose inputs all match an earlier
-    one returns its result, and files read before are not lowered again. Unless
-    `lower_all`, files that hold no relevance token of the rules are not lowered.
-    `paths` None scans DEFAULT_PATHS; an empty list scans nothing."""
+    one returns its result; a run whose changes cannot reach what the last run over the
+    same paths read returns that run's findings (see _Memo); and files read before are
+    not lowered again. Unless `lower_all`, files that hold no relevance token of the
+    rules are not lowered. `paths` None scans DEFAULT_PATHS; an empty list scans nothing."""
     paths = list(DEFAULT_PATHS if paths is None else paths)
-    api = load_api()
-    rules = load_rules()
     discovery = discover(tree, paths)
     definitions = definition_files(tree)
-    key = None
-    if store is not None:
-        options = (paths, refcount_model, lower_all)
-        key = _result_key(tree, discovery, definitions, options, store)
-        hit = store.result(key)
-        if isinstance(hit, RunResult):
-            return dataclasses.replace(hit, tree=str(tree))
+    if store is None:
+        return _analyze(
+            tree, paths, discovery, definitions, refcount_model, progress, jobs, None, lower_all
+        )[0]
+    options = (paths, refcount_model, lower_all)
+    digests = _digests(tree, [*discovery.files, *definitions, "Makefile"], store)
+    key = _content_key((store.salt, discovery.problems, options), digests)
+    hit = store.result(key)
+    if isinstance(hit, RunResult):
+        return dataclasses.replace(hit, tree=str(tree))
+    scanned = set(discovery.files)
+    outside = {rel: digests.get(rel, "") for rel in definitions if rel not in scanned}
+    memo_key = "memo:" + _content_key((store.salt, discovery, options), {})
+    memo = store.result(memo_key)
+    fresh = None
+    if isinstance(memo, _Memo):
+        fresh = _reuse(tree, discovery, digests, outside, memo, jobs, store, lower_all)
+    if fresh is None:
+        result, parsed, skipped = _analyze(
+            tree, paths, discovery, definitions, refcount_model, progress, jobs, store, lower_all
+        )
+        fresh = _Memo(_read_marks(parsed), outside, result, tuple(skipped))
+    store.put_result(key, fresh.result)
+    store.put_result(memo_key, fresh)
+    return fresh.result
+
+
+def _read_marks(parsed: Parsed) -> dict[str, _Seen]:
+    """The scanned files' records, each marked if an analysis read a body of it."""
+    read = {f.path for f in parsed.files if any(fn.body_loaded for fn in f.functions)}
+    return {
+        rel: dataclasses.replace(s, read=True) if rel in read else s
+        for rel, s in parsed.seen.items()
+    }
+
+
+def _analyze(
+    tree: Path,
+    paths: list[str],
+    discovery: Discovery,
+    definitions: list[str],
+    refcount_model: str | None,
+    progress: Progress | None,
+    jobs: int,
+    store: FactStore | None,
+    lower_all: bool,
+) -> tuple[RunResult, Parsed, list[SkippedFunction]]:
+    """Parse, analyze and judge; with the functions the analyses gave up on."""
+    api = load_api()
+    rules = load_rules()
     parsed = _parse(tree, discovery, progress, jobs, store, lower_all)
     if progress is not None:
         progress("reading the tree's headers")
@@ -462,6 +569,4 @@ def scan(
         kernel_version=kernel_version(tree),
         diagnostics=tuple(diagnostics),
     )
-    if store is not None and key is not None:
-        store.put_result(key, result)
-    return result
+    return result, parsed, analysis_skipped

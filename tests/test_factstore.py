@@ -29,18 +29,25 @@ V32 = FIXTURES / "models" / "v3.2"
 
 
 class Recorder:
-    """Counts the files the front end lowers, and collects the store's warnings."""
+    """Counts the files the front end lowers and the runs that analyze, and collects the
+    store's warnings."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.lowered: list[str] = []
+        self.analyses = 0
         self.warnings: list[str] = []
-        real = engine.parse_bytes
+        parse, analyze = engine.parse_bytes, engine._analyze
 
         def counting(data: bytes, rel: str) -> object:
             self.lowered.append(rel)
-            return real(data, rel)
+            return parse(data, rel)
+
+        def analyzing(*args: object) -> object:
+            self.analyses += 1
+            return analyze(*args)  # type: ignore[arg-type]
 
         monkeypatch.setattr(engine, "parse_bytes", counting)
+        monkeypatch.setattr(engine, "_analyze", analyzing)
 
     def store(self, directory: Path) -> FactStore:
         return FactStore(directory, self.warnings.append)
@@ -156,22 +163,92 @@ void unlock_tables(struct mm_struct *mm)
 """
 
 
-def test_editing_a_callees_locking_changes_the_callers_finding(
-    tmp_path: Path, rec: Recorder
-) -> None:
-    tree = tmp_path / "t"
+def locking_tree(tree: Path) -> Path:
+    """A tree whose mm/ holds CALLER and CALLEE."""
     shutil.copytree(FIXTURES / "include", tree / "include")
     (tree / "mm").mkdir()
     (tree / "include" / "linux").mkdir()
     (tree / "mm" / "caller.c").write_text(CALLER)
     (tree / "mm" / "callee.c").write_text(CALLEE)
     shutil.copy(V31 / "include" / "linux" / "mm.h", tree / "include" / "linux" / "mm.h")
+    return tree
+
+
+def test_editing_a_callees_locking_changes_the_callers_finding(
+    tmp_path: Path, rec: Recorder
+) -> None:
+    tree = locking_tree(tmp_path / "t")
     locked = scan(tree, rec.store(tmp_path / "c"), ["mm"])
     assert not [f for f in locked.findings if f.rule_id == "tail-ref-race"]
     (tree / "mm" / "callee.c").write_text(CALLEE.replace("\tspin_lock(", "\t/* */ (void)("))
     rec.lowered.clear()
     warm = scan(tree, rec.store(tmp_path / "c"), ["mm"])
     assert rec.lowered == ["mm/callee.c"], "the caller's file is read from the store"
+    assert same(warm, scan(tree, None, ["mm"]))
+    assert [f.function for f in warm.findings if f.rule_id == "tail-ref-race"] == ["caller"]
+
+
+# A file in the program (it names a page) that no analysis needs the body of.
+STATS = """#include "kstubs.h"
+struct page_stats { int hits; };
+
+int count_hits(struct page_stats *s, unsigned long addr)
+{
+	return s->hits + 1;
+}
+"""
+
+
+def test_a_change_no_analysis_read_reuses_the_findings(tmp_path: Path, rec: Recorder) -> None:
+    """The edit shifts every line of a file whose bodies no analysis read, and keeps its
+    shape: the last run's findings stand, with the file's new coverage."""
+    tree = copy_tree(V31, tmp_path / "t")
+    (tree / "mm" / "stats.c").write_text(STATS)
+    first = scan(tree, rec.store(tmp_path / "c"))
+    assert first.findings and rec.analyses == 1
+    (tree / "mm" / "stats.c").write_text(
+        STATS.replace("#include", "\n\n#include").replace("s->hits + 1", "s->hits * 2 - 1")
+    )
+    rec.lowered.clear()
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert rec.analyses == 1, "the findings were reused"
+    assert rec.lowered == ["mm/stats.c"]
+    assert same(warm, scan(tree, None))
+
+
+def test_a_shape_change_in_an_unread_file_is_analyzed(tmp_path: Path, rec: Recorder) -> None:
+    """The same file starts taking references on GUP pages: its shape (its calls)
+    changed, so the analyses run again and find it."""
+    tree = copy_tree(V31, tmp_path / "t")
+    (tree / "mm" / "stats.c").write_text(STATS)
+    scan(tree, rec.store(tmp_path / "c"))
+    racy = """
+void grab(unsigned long addr)
+{
+	struct page *pages[1];
+
+	get_user_pages_fast(addr, 1, 1, pages);
+	get_page(pages[0]);
+}
+"""
+    (tree / "mm" / "stats.c").write_text(STATS + racy)
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert rec.analyses == 2
+    assert same(warm, scan(tree, None))
+    assert "grab" in {f.function for f in warm.findings}
+
+
+def test_a_body_change_an_analysis_read_is_analyzed(tmp_path: Path, rec: Recorder) -> None:
+    """The caller's body was read; the edit keeps its shape (same calls, same words) but
+    takes the lock on one path only, and the reference becomes a race."""
+    tree = locking_tree(tmp_path / "t")
+    locked = scan(tree, rec.store(tmp_path / "c"), ["mm"])
+    assert not [f for f in locked.findings if f.rule_id == "tail-ref-race"]
+    (tree / "mm" / "caller.c").write_text(
+        CALLER.replace("\tlock_tables(mm);", "\tif (addr)\n\t\tlock_tables(mm);")
+    )
+    warm = scan(tree, rec.store(tmp_path / "c"), ["mm"])
+    assert rec.analyses == 2
     assert same(warm, scan(tree, None, ["mm"]))
     assert [f.function for f in warm.findings if f.rule_id == "tail-ref-race"] == ["caller"]
 

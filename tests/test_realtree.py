@@ -3,6 +3,7 @@ known call edges, and the seed rule's verdict with its reason."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from analyzer import engine
 from analyzer.engine import parse_paths, scan
 from analyzer.factstore import DB_NAME, FactStore
 from analyzer.model import RunResult
@@ -237,6 +239,48 @@ def test_fact_store_round_trip_on_a_real_tree(tree_6_1: Path, tmp_path: Path) ->
     store.close()
     assert render_json(warm) == render_json(cold)
     assert render_json(cold) == render_json(scan(tree_6_1, ["mm"], jobs=2))
+
+
+def test_changes_no_analysis_read_keep_the_findings_on_a_real_tree(
+    tree_6_1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line is inserted at the top of every mm/ file in the program whose bodies no
+    analysis read: the warm run reuses the findings without analyzing, and its report
+    equals a cold run's over the edited tree, byte for byte (so no line of those files
+    shows in a report)."""
+    tree = tmp_path / "t"
+    for part in ("mm", "include", "arch/x86/include"):
+        if (tree_6_1 / part).is_dir():
+            shutil.copytree(tree_6_1 / part, tree / part, copy_function=os.link)
+    marks: dict[str, engine._Seen] = {}
+    analyses: list[None] = []
+    read_marks, analyze = engine._read_marks, engine._analyze
+
+    def marking(parsed: engine.Parsed) -> dict[str, engine._Seen]:
+        marks.update(read_marks(parsed))
+        return marks
+
+    def analyzing(*args: object) -> object:
+        analyses.append(None)
+        return analyze(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_read_marks", marking)
+    monkeypatch.setattr(engine, "_analyze", analyzing)
+    store = FactStore(tmp_path / "c", pytest.fail)
+    scan(tree, ["mm"], jobs=2, store=store)
+    store.close()
+    unread = [rel for rel, s in marks.items() if s.shape is not None and not s.read]
+    assert len(unread) >= 20, unread
+    for rel in unread:
+        p = tree / rel
+        text = p.read_bytes()
+        p.unlink()  # a hard link to the shared tree: break it first
+        p.write_bytes(b"\n" + text)
+    store = FactStore(tmp_path / "c", pytest.fail)
+    warm = scan(tree, ["mm"], jobs=2, store=store)
+    store.close()
+    assert len(analyses) == 1, "the findings were reused"
+    assert render_json(warm) == render_json(scan(tree, ["mm"], jobs=2))
 
 
 def test_sigterm_leaves_the_previous_report_intact(tree_6_1: Path, tmp_path: Path) -> None:
