@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import pickle
+from collections.abc import Container
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
@@ -204,16 +205,17 @@ def calls_in(e: Expr | None) -> list[Call]:
     return out
 
 
-def words_in(e: Expr | None) -> set[str]:
-    """Field names and variable names read or written in an expression (a variable may
-    be a global whose facts the analyses keep with the fields)."""
+def shared_names(e: Expr | None, local: Container[str]) -> set[str]:
+    """Field names, and names that are not `local` variables, in an expression: what it
+    reads or writes of the state functions share (struct fields and globals)."""
     found: set[str] = set()
     stack = [e] if e is not None else []
     while stack:
         x = stack.pop()
         match x:
             case Name(id=i):
-                found.add(i)
+                if i not in local:
+                    found.add(i)
             case Field(base=b, name=f):
                 found.add(f)
                 stack.append(b)
@@ -354,7 +356,7 @@ class Function:
     ret: TypeRef
     annotations: tuple[tuple[str, str], ...]  # (kind, argument) sparse lock annotations
     call_refs: tuple[CallRef, ...]
-    words: frozenset[str]  # words_in() of every instruction's operands
+    shared: frozenset[str]  # shared_names() of its instructions' operands
     body: Body | bytes
     status: Status
     # Program-wide identity, "path:name" ("path:name#2" for a second definition of the
@@ -397,7 +399,7 @@ class Function:
             self.ret,
             self.annotations,
             self.call_refs,
-            self.words,
+            self.shared,
             body,
             self.status,
             self.key,
@@ -438,11 +440,11 @@ class FileIR:
 
 def shape_of(ir: FileIR) -> str:
     """Digest of everything the analyses read of a file without reading a function's
-    body or its lines: the call graph, the words its functions use, the types, macros
+    body or its lines: the call graph, the fields and globals its functions use, the types, macros
     and exports. Two versions of a file with one shape differ only inside bodies."""
     fns = [
         (fn.key, fn.static, fn.inline, fn.params, fn.ret, fn.annotations, fn.status.value)
-        + (tuple((c.callee, c.indirect) for c in fn.call_refs), sorted(fn.words))
+        + (tuple((c.callee, c.indirect) for c in fn.call_refs), sorted(fn.shared))
         for fn in ir.functions
     ]
     stores = [(s.field, s.func) for s in ir.fnptr_stores]

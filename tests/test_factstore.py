@@ -239,7 +239,7 @@ void grab(unsigned long addr)
 
 
 def test_a_body_change_an_analysis_read_is_analyzed(tmp_path: Path, rec: Recorder) -> None:
-    """The caller's body was read; the edit keeps its shape (same calls, same words) but
+    """The caller's body was read; the edit keeps its shape (same calls, same fields) but
     takes the lock on one path only, and the reference becomes a race."""
     tree = locking_tree(tmp_path / "t")
     locked = scan(tree, rec.store(tmp_path / "c"), ["mm"])

@@ -247,7 +247,7 @@ def test_ir_survives_pickling() -> None:
     assert back.functions and not any(fn.body_loaded for fn in back.functions)
     assert back.functions[0].cfg.instrs and back.functions[0].body_loaded
     for fn in back.functions:
-        assert fn.locals == fn.body.locals  # type: ignore[union-attr]
+        assert fn.locals == fn.body.locals
     assert back == ir
     assert [render(c) for _n, c in back.functions[-1].calls()] == [
         render(c) for _n, c in ir.functions[-1].calls()

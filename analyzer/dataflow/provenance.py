@@ -203,7 +203,7 @@ class Provenance:
         """The functions that read or write a field (or global) `name`, in order."""
         if name not in self._readers:
             fns = (self.program.by_key[key] for key in self._order)
-            self._readers[name] = [fn for fn in fns if name in fn.words]
+            self._readers[name] = [fn for fn in fns if name in fn.shared]
         return self._readers[name]
 
     # ---------------------------------------------------------------- one function

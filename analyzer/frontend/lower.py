@@ -38,7 +38,7 @@ from analyzer.ir import (
     TypeRef,
     calls_in,
     peel,
-    words_in,
+    shared_names,
 )
 
 # Calls after which control does not continue.
@@ -631,7 +631,7 @@ def lower_function(
         ret=_typeref(n.child_by_field_name("type"), _ptr),
         annotations=annotations,
         call_refs=_call_refs(cfg),
-        words=_words(cfg),
+        shared=_shared(cfg, b.locals),
         body=Body(cfg, b.locals),
         status=Status.RECOVERED if (b.errors or n.has_error or macro_head) else Status.CLEAN,
     )
@@ -647,11 +647,11 @@ def _call_refs(cfg: CFG) -> tuple[CallRef, ...]:
     )
 
 
-def _words(cfg: CFG) -> frozenset[str]:
+def _shared(cfg: CFG, local: dict[str, TypeRef]) -> frozenset[str]:
     found: set[str] = set()
     for ins in cfg.instrs:
-        found |= words_in(ins.rhs)
-        found |= words_in(ins.lhs)
+        found |= shared_names(ins.rhs, local)
+        found |= shared_names(ins.lhs, local)
     return frozenset(found)
 
 
@@ -733,6 +733,6 @@ def lower_file(root: Node, path: str, annotations: list[tuple[int, str, str]]) -
     # Keys do not hold lines, so that an edit above a function keeps its identity.
     count: dict[str, int] = {}
     for fn in file_ir.functions:
-        count[fn.name] = n = count.get(fn.name, 0) + 1
-        fn.key = f"{path}:{fn.name}" + (f"#{n}" if n > 1 else "")
+        count[fn.name] = k = count.get(fn.name, 0) + 1
+        fn.key = f"{path}:{fn.name}" + (f"#{k}" if k > 1 else "")
     return file_ir

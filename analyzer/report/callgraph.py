@@ -52,9 +52,7 @@ def edges(
                 held: tuple[str, ...] = ()
                 if locks is not None:
                     held = tuple(sorted(f"{c}:{n}" for c, n in locks.held_at(fn, site.node)))
-                out.append(
-                    Edge(fn.key, t.key, fn.path, site.ref.line, site.ref.indirect, held)
-                )
+                out.append(Edge(fn.key, t.key, fn.path, site.ref.line, site.ref.indirect, held))
     return sorted(set(out), key=lambda e: (e.caller, e.path, e.line, e.callee))
 
 
