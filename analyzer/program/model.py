@@ -52,8 +52,14 @@ class Program:
         self.exported: set[str] = set()
         for f in [*self.context.values(), *self.files.values()]:
             self._add(f)
-        self._callers: dict[str, list[CallSite]] | None = None
+        self._callers: dict[str, list[CallSite]] = {}
         self._callees: dict[str, list[tuple[CallSite, list[Function]]]] = {}
+        self._calls_by_name: tuple[list[Function], dict[str, list[tuple[int, int]]]] | None = None
+        # function name -> the fields its address is stored into
+        self._stored_into: dict[str, set[str]] = defaultdict(set)
+        for field, stored in self.fnptr_fields.items():
+            for _path, name in stored:
+                self._stored_into[name].add(field)
 
     def _add(self, f: FileIR) -> None:
         for fn in f.functions:
@@ -125,14 +131,30 @@ class Program:
         return self._callees[fn.key]
 
     def callers(self, fn: Function) -> list[CallSite]:
-        if self._callers is None:
-            callers: dict[str, list[CallSite]] = defaultdict(list)
-            for caller in [*self.functions(), *self.context_functions()]:
-                for site, targets in self.callees(caller):
-                    for t in targets:
-                        callers[t.key].append(site)
-            self._callers = callers
-        return self._callers.get(fn.key, [])
+        """The call sites that may call `fn`, in program order. Only calls by `fn`'s name,
+        or through a field `fn` is stored into, are resolved."""
+        if fn.key not in self._callers:
+            order, index = self._call_index()
+            names = [fn.name, *self._stored_into.get(fn.name, ())]
+            found = sorted(x for name in names for x in index.get(name, ()))
+            sites = [CallSite(order[i], order[i].call_refs[k]) for i, k in found]
+            self._callers[fn.key] = [
+                s for s in sites if any(t is fn for t in self.resolve(s.caller, s.ref))
+            ]
+        return self._callers[fn.key]
+
+    def _call_index(self) -> tuple[list[Function], dict[str, list[tuple[int, int]]]]:
+        """Every function in program order, and callee name -> (caller's index in that
+        order, call's index in its calls)."""
+        if self._calls_by_name is None:
+            order = [*self.functions(), *self.context_functions()]
+            index: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            for i, caller in enumerate(order):
+                for k, ref in enumerate(caller.call_refs):
+                    if ref.callee is not None:
+                        index[ref.callee].append((i, k))
+            self._calls_by_name = order, index
+        return self._calls_by_name
 
     def context_functions(self) -> list[Function]:
         """Functions of the headers read for context, in file and line order."""
