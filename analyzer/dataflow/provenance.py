@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -148,7 +149,7 @@ class Provenance:
         self._order = {
             fn.key: i for i, fn in enumerate([*program.functions(), *program.context_functions()])
         }
-        self._readers: dict[str, list[Function]] = {}
+        self._readers: dict[str, list[Function]] | None = None
         self._dirty: set[tuple[str, str]] = set()
 
     # ---------------------------------------------------------------- driver
@@ -201,10 +202,14 @@ class Provenance:
 
     def _field_readers(self, name: str) -> list[Function]:
         """The functions that read or write a field (or global) `name`, in order."""
-        if name not in self._readers:
-            fns = (self.program.by_key[key] for key in self._order)
-            self._readers[name] = [fn for fn in fns if name in fn.shared]
-        return self._readers[name]
+        if self._readers is None:
+            readers: dict[str, list[Function]] = defaultdict(list)
+            for key in self._order:
+                fn = self.program.by_key[key]
+                for shared in fn.shared:
+                    readers[shared].append(fn)
+            self._readers = readers
+        return self._readers.get(name, [])
 
     # ---------------------------------------------------------------- one function
     def _analyze(self, fn: Function) -> None:
