@@ -15,8 +15,9 @@ All tools run on that same list; each repeat runs them in alternating order:
                in a subprocess; wall time from start to exit
                warm: the same with `--cache DIR`, a fact store of the benchmark's own
                filled by one untimed run first: with no change, and with one file
-               changed (CHANGED, default the first .c file of the size, gets a comment
-               line appended, a different one each repeat; restored at the end)
+               changed (each --changed FILE in turn, default the first .c file of the
+               size, gets a comment line inserted at its top, so that every line of it
+               moves, a different comment each repeat; restored after each run)
   spatch       Coccinelle with bench/tail-ref-race.cocci (a rough approximation of the
                tail-ref-race rule), `--jobs N --very-quiet --no-includes`, one file a group
 
@@ -251,7 +252,11 @@ def main() -> int:
     ap.add_argument(
         "-j", "--jobs", type=int, default=os.cpu_count() or 1, help="processes for all tools"
     )
-    ap.add_argument("--changed", help="the file changed for the warm one-file runs")
+    ap.add_argument(
+        "--changed",
+        action="append",
+        help="a file changed for a warm one-file run (repeat for several; each is timed)",
+    )
     ap.add_argument("--no-spatch", action="store_true", help="leave spatch out")
     ap.add_argument("--spatch", default="spatch", help="spatch binary (default: spatch)")
     ap.add_argument(
@@ -277,10 +282,10 @@ def main() -> int:
     ncpu = os.cpu_count()
     print(f"tree: {tree}")
     print(f"size: {size} ({' '.join(paths)}): {len(files)} files (.c and .h), {mb:.1f} MB")
-    changed = tree / (args.changed or next(rel for rel, _ in files if rel.endswith(".c")))
+    changes = args.changed or [next(rel for rel, _ in files if rel.endswith(".c"))]
     print(f"repeats: {args.repeat}  jobs: {args.jobs}  cores: {ncpu}")
-    print(f"changed for the warm one-file runs: {changed.relative_to(tree)}")
-    original, times = changed.read_bytes(), changed.stat()
+    print(f"changed for the warm one-file runs: {' '.join(changes)}")
+    originals = {rel: ((tree / rel).read_bytes(), (tree / rel).stat()) for rel in changes}
 
     with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
         groups = Path(tmp) / "groups"  # one file a group, so that --jobs spreads them
@@ -292,7 +297,7 @@ def main() -> int:
         floor_n = Tool(f"floor: tree-sitter parse only, {args.jobs} processes")
         cold = Tool(f"krefaudit cold: scan -j {args.jobs} --no-cache")
         warm = Tool("krefaudit warm, no change")
-        warm1 = Tool("krefaudit warm, one file changed")
+        warm1 = {rel: Tool(f"krefaudit warm, {rel} changed") for rel in changes}
         cocci = Tool(f"spatch: tail-ref-race.cocci --jobs {args.jobs}")
         last: dict[str, Run] = {}
 
@@ -301,12 +306,14 @@ def main() -> int:
             tool.add(last[name])
 
         def restore() -> None:
-            changed.write_bytes(original)
-            os.utime(changed, ns=(times.st_atime_ns, times.st_mtime_ns))
+            for rel, (data, times) in originals.items():
+                (tree / rel).write_bytes(data)
+                os.utime(tree / rel, ns=(times.st_atime_ns, times.st_mtime_ns))
 
-        def one_changed(i: int) -> Run:
+        def one_changed(rel: str, i: int) -> Run:
             """A run after an edit; the other warm runs see the tree as it was."""
-            changed.write_bytes(original + f"\n/* bench_scale change {i} */\n".encode())
+            edit = f"/* bench_scale change {i} */\n".encode() + originals[rel][0]
+            (tree / rel).write_bytes(edit)
             try:
                 return krefaudit_run(tree, paths, args.jobs, out_json, cache)
             finally:
@@ -321,7 +328,10 @@ def main() -> int:
             lambda i: measure(
                 warm, "warm", lambda: krefaudit_run(tree, paths, args.jobs, out_json, cache)
             ),
-            lambda i: measure(warm1, "warm1", lambda: one_changed(i)),
+        ]
+        steps += [
+            lambda i, rel=rel: measure(warm1[rel], f"warm1 {rel}", lambda: one_changed(rel, i))
+            for rel in changes
         ]
         if spatch is not None:
             steps.append(
@@ -359,7 +369,7 @@ def main() -> int:
     )
     sites = sorted(spatch_sites(last["spatch"].stdout)) if "spatch" in last else []
     cocci.note = f"reference sites reported: {len(sites)}"
-    tools = [floor1, floor_n, cold, warm, warm1] + ([cocci] if spatch else [])
+    tools = [floor1, floor_n, cold, warm, *warm1.values()] + ([cocci] if spatch else [])
 
     print()
     width = max(len(t.label) for t in tools)
@@ -369,10 +379,12 @@ def main() -> int:
     print(f"krefaudit-cold / floor ({args.jobs} processes): {cold.median / floor_n.median:.1f}x")
     print(f"krefaudit-cold / floor (1 process):   {cold.median / floor1.median:.1f}x")
     print(f"krefaudit-warm / krefaudit-cold:       {warm.median / cold.median:.3f}x")
-    print(f"krefaudit-warm-1 / krefaudit-cold:     {warm1.median / cold.median:.3f}x")
+    for rel, t in warm1.items():
+        print(f"krefaudit-warm, {rel} changed / krefaudit-cold: {t.median / cold.median:.3f}x")
     if spatch:
         print(f"spatch / krefaudit-cold:               {cocci.median / cold.median:.2f}x")
-        print(f"spatch / krefaudit-warm-1:             {cocci.median / warm1.median:.2f}x")
+        for rel, t in warm1.items():
+            print(f"spatch / krefaudit-warm, {rel} changed: {cocci.median / t.median:.2f}x")
     print(f"fact store on disk: {store_mb:.0f} MB")
     print()
     print(f"peak RSS, floor (this process, file bytes included): {mib(floor1_rss)}")

@@ -17,7 +17,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from analyzer.dataflow.solver import BudgetExceeded, ForwardSolver
-from analyzer.ir import AddrOf, Call, Const, Deref, Expr, Function, Kind, Name, Op, peel, render
+from analyzer.ir import (
+    AddrOf,
+    Call,
+    CallRef,
+    Const,
+    Deref,
+    Expr,
+    Function,
+    Kind,
+    Name,
+    Op,
+    peel,
+    render,
+)
 from analyzer.program.model import Program
 from analyzer.rules.loader import LockApi, LockSpec
 
@@ -42,6 +55,17 @@ class LockSummary:
 
 
 _EMPTY_SUMMARY = LockSummary(frozenset(), frozenset())
+
+
+def _off_guard(spec: LockSpec) -> bool:
+    """A primitive that can change no guard class: its class is fixed and not a guard,
+    and it neither touches interrupts nor asserts a lock (whose class the name gives)."""
+    return (
+        spec.cls is not None
+        and spec.cls not in GUARD_CLASSES
+        and spec.irq is None
+        and spec.asserts is None
+    )
 
 
 def lock_name(e: Expr) -> str:
@@ -81,6 +105,7 @@ class LockAnalysis:
         self._summaries: dict[str, LockSummary] = {}
         self._busy: set[str] = set()
         self._classes: dict[str, dict[str, str]] = {}
+        self._quiet: dict[str, bool] = {}
 
     # -- classification
     def classify(self, fn: Function, name: str, spec: LockSpec | None = None) -> str:
@@ -273,10 +298,33 @@ class LockAnalysis:
         self._entry[fn.key] = result
         return result
 
+    def _is_quiet(self, fn: Function) -> bool:
+        """True when `fn` cannot change which guard classes are held: no lock annotation,
+        no call of a primitive that may touch a guard (mutexes and rwsems do not), nor of
+        a BUG_ON, and calls only to quiet functions; a function on a call cycle is not
+        quiet. Read from the call graph, without the body: a quiet function's summary is
+        empty without solving it, and most of a tree's functions are quiet."""
+        known = self._quiet.get(fn.key)
+        if known is not None:
+            return known
+        self._quiet[fn.key] = False  # until shown otherwise: a cycle back here is not quiet
+        quiet = not fn.annotations and all(self._quiet_call(fn, ref) for ref in fn.call_refs)
+        self._quiet[fn.key] = quiet
+        return quiet
+
+    def _quiet_call(self, fn: Function, ref: CallRef) -> bool:
+        if ref.callee in self.api.bug_on:
+            return False
+        if not ref.indirect and ref.callee is not None:
+            specs = self.api.functions.get(self.program.canonical(ref.callee))
+            if specs is not None:  # a lock primitive: quiet if it never touches a guard
+                return all(s.arity is None and _off_guard(s) for s in specs)
+        return all(self._is_quiet(t) for t in self.program.resolve(fn, ref))
+
     def summary(self, fn: Function) -> LockSummary:
         if fn.key in self._summaries:
             return self._summaries[fn.key]
-        if fn.key in self._busy:
+        if fn.key in self._busy or self._is_quiet(fn):
             return _EMPTY_SUMMARY
         acquires: set[str] = set()
         releases: set[str] = set()
