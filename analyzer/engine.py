@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import multiprocessing
+import os
 import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -136,9 +137,10 @@ def _digests(tree: Path, rels: list[str] | tuple[str, ...], store: FactStore) ->
     """Content hashes of the readable ones among `rels` (unreadable ones are reported by
     the parse)."""
     out = {}
+    base = os.fspath(tree)
     for rel in rels:
         try:
-            out[rel] = store.file_digest(tree / rel)
+            out[rel] = store.file_digest(os.path.join(base, rel))
         except OSError:
             continue
     return out
@@ -412,7 +414,7 @@ class _Memo:
 
     files: dict[str, _Seen]  # the scanned files
     definitions: dict[str, str]  # content hashes of the other files context can come from
-    result: RunResult
+    result: RunResult  # without coverage and diagnostics: `files` holds them
     analysis_skipped: tuple[SkippedFunction, ...]
 
 
@@ -425,11 +427,11 @@ def _reuse(
     jobs: int,
     store: FactStore,
     lower_all: bool,
-) -> _Memo | None:
-    """`memo` brought up to date with the files as they are now, or None when a change
-    can reach what its analyses read: a shape changed, a body the analyses read changed,
-    or a file the context can come from (`outside`: the definition files not scanned,
-    with their content hashes) changed."""
+) -> tuple[_Memo, RunResult] | None:
+    """`memo` brought up to date with the files as they are now, and its result; or
+    None when a change can reach what its analyses read: a shape changed, a body the
+    analyses read changed, or a file the context can come from (`outside`: the
+    definition files not scanned, with their content hashes) changed."""
     if outside != memo.definitions:
         return None
     changed = tuple(rel for rel in found.files if digests.get(rel, "") != memo.files[rel].digest)
@@ -447,7 +449,7 @@ def _reuse(
         diagnostics=tuple(_diagnostics(found.problems, files)),
         kernel_version=kernel_version(tree),
     )
-    return dataclasses.replace(memo, files=files, result=result)
+    return dataclasses.replace(memo, files=files), result
 
 
 def scan(
@@ -481,17 +483,20 @@ def scan(
     outside = {rel: digests.get(rel, "") for rel in definitions if rel not in scanned}
     memo_key = "memo:" + _content_key((store.salt, discovery, options), {})
     memo = store.result(memo_key)
-    fresh = None
+    reused = None
     if isinstance(memo, _Memo):
-        fresh = _reuse(tree, discovery, digests, outside, memo, jobs, store, lower_all)
-    if fresh is None:
+        reused = _reuse(tree, discovery, digests, outside, memo, jobs, store, lower_all)
+    if reused is not None:
+        memo, result = reused
+    else:
         result, parsed, skipped = _analyze(
             tree, paths, discovery, definitions, refcount_model, progress, jobs, store, lower_all
         )
-        fresh = _Memo(_read_marks(parsed), outside, result, tuple(skipped))
-    store.put_result(key, fresh.result)
-    store.put_result(memo_key, fresh)
-    return fresh.result
+        bare = dataclasses.replace(result, coverage=Coverage(()), diagnostics=())
+        memo = _Memo(_read_marks(parsed), outside, bare, tuple(skipped))
+    store.put_result(key, result)
+    store.put_result(memo_key, memo)
+    return result
 
 
 def _read_marks(parsed: Parsed) -> dict[str, _Seen]:
