@@ -14,6 +14,7 @@ import gc
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -34,6 +35,18 @@ UNPACK_HINT = (
 TREE_HELP = "unpacked linux-source-6.1 tree (default: $KREFAUDIT_TREE_6_1)"
 
 Files = list[tuple[str, bytes]]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def analyzer_env() -> dict[str, str]:
+    """The environment for running `python -m analyzer` from this checkout, after
+    byte-compiling the package as `pip install` does: where PYTHONDONTWRITEBYTECODE is
+    set, every run would otherwise compile all of it again (about 0.3 s)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "analyzer")], check=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def load(tree: Path, paths: list[str] | None) -> Files:

@@ -26,6 +26,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_frontend import analyzer_env  # noqa: E402
+
 DEFAULT_TREE = "/work/trees/full/linux-source-6.1"
 
 
@@ -44,9 +49,7 @@ def one_function_patch(tree: Path, rel: str, function: str, i: int) -> str:
     return f"diff --git a/{rel} b/{rel}\n" + "".join(diff)
 
 
-def run(args: list[str], cache: Path, jobs: int) -> float:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+def run(args: list[str], cache: Path, jobs: int, env: dict[str, str]) -> float:
     cmd = [sys.executable, "-m", "analyzer", *args]
     cmd += ["-q", "-j", str(jobs), "--cache", str(cache)]
     start = time.perf_counter()
@@ -73,12 +76,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_patch.") as tmp:
         cache = Path(tmp) / "cache"
         print(f"tree: {tree}\nchange: one call added to {args.function}() in {args.file}")
-        fill = run(["scan", str(tree), folder], cache, args.jobs)
+        env = analyzer_env()
+        fill = run(["scan", str(tree), folder], cache, args.jobs, env)
         warm = []
         for i in range(args.repeat):
             patch = Path(tmp) / f"{i:04}-one-function.patch"
             patch.write_text(one_function_patch(tree, args.file, args.function, i))
-            warm.append(run(["check-patch", str(tree), str(patch)], cache, args.jobs))
+            warm.append(run(["check-patch", str(tree), str(patch)], cache, args.jobs, env))
     print(f"scan {folder}, filling the store: {fill:8.2f} s")
     print(
         f"check-patch, tree's facts cached: median {statistics.median(warm):6.2f} s"

@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 
 from analyzer.frontend.parse import parse_only  # noqa: E402
 from analyzer.program.tree import discover  # noqa: E402
-from bench.bench_frontend import Files, floor_pass, load  # noqa: E402
+from bench.bench_frontend import Files, analyzer_env, floor_pass, load  # noqa: E402
 
 DEFAULT_TREE = "/work/trees/full/linux-source-6.1"
 SIZES: dict[str, list[str]] = {
@@ -197,8 +197,7 @@ class Tool:
 def krefaudit_run(
     tree: Path, paths: list[str], jobs: int, out_json: Path, cache: Path | None
 ) -> Run:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = analyzer_env()
     cmd = [sys.executable, "-m", "analyzer", "scan", str(tree), *paths]
     cmd += ["-j", str(jobs), "-q", "--json", str(out_json)]
     cmd += ["--no-cache"] if cache is None else ["--cache", str(cache)]
