@@ -440,8 +440,9 @@ class FileIR:
 
 def shape_of(ir: FileIR) -> str:
     """Digest of everything the analyses read of a file without reading a function's
-    body or its lines: the call graph, the fields and globals its functions use, the types, macros
-    and exports. Two versions of a file with one shape differ only inside bodies."""
+    body or its lines: the call graph, the fields and globals its functions use, the
+    types, macros and exports. Two versions of a file with one shape differ only inside
+    bodies, or in where things are."""
     fns = [
         (fn.key, fn.static, fn.inline, fn.params, fn.ret, fn.annotations, fn.status.value)
         + (tuple((c.callee, c.indirect) for c in fn.call_refs), sorted(fn.shared))
