@@ -26,7 +26,7 @@ from pathlib import Path
 from analyzer import engine
 from analyzer.factstore import FactStore
 from analyzer.model import Finding, RunResult
-from analyzer.program.tree import DEFINITION_ROOTS, TreeError
+from analyzer.program.tree import DEFINITION_ROOTS, TreeError, definition_files
 
 # Where a side's tree comes from: "base" or "head" -> a context giving its root.
 Sides = Callable[[str], AbstractContextManager[Path]]
@@ -160,8 +160,13 @@ def check_patch(
     @contextmanager
     def patched() -> Iterator[Path]:
         with _temporary_root("head") as root:
-            for rel in _wanted(touched):
+            for rel in [*_scan_paths(touched), "Makefile"]:
                 _link_tree(tree / rel, root / rel)
+            # The files context comes from, not their whole folders (include/ has three
+            # times as many): linking and removing them is a good part of a run's time.
+            for rel in definition_files(tree):
+                if not (root / rel).exists():
+                    _link_tree(tree / rel, root / rel)
             for rel in touched:  # patch writes these: no longer links into the tree
                 p = root / rel
                 if p.is_file():
