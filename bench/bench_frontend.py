@@ -19,6 +19,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 from analyzer.frontend.normalize import normalize
@@ -39,10 +40,12 @@ Files = list[tuple[str, bytes]]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@cache
 def analyzer_env() -> dict[str, str]:
-    """The environment for running `python -m analyzer` from this checkout, after
-    byte-compiling the package as `pip install` does: where PYTHONDONTWRITEBYTECODE is
-    set, every run would otherwise compile all of it again (about 0.3 s)."""
+    """The environment for running `python -m analyzer` from this checkout (not to be
+    changed: every run shares it), after byte-compiling the package once, as `pip
+    install` does: where PYTHONDONTWRITEBYTECODE is set, every run would otherwise
+    compile all of it again (about 0.3 s)."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "analyzer")], check=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
