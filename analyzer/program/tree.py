@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Where definitions of primitives and prototypes of kernel APIs live, searched in order.
-# (directory, recursive, pattern)
+# (directory, recursive, file name endings)
 _DEFINITION_DIRS = (
-    ("include/linux", True, "*.h"),
-    ("include/asm-generic", False, "*.h"),
-    ("include", False, "*.h"),
-    ("mm", False, "*.[ch]"),
-    ("arch/x86/include", True, "*.h"),
+    ("include/linux", True, (".h",)),
+    ("include/asm-generic", False, (".h",)),
+    ("include", False, (".h",)),
+    ("mm", False, (".c", ".h")),
+    ("arch/x86/include", True, (".h",)),
 )
 
 
@@ -87,16 +87,34 @@ DEFINITION_ROOTS = ("include", "mm", "arch/x86/include")
 
 def definition_files(tree: Path) -> list[str]:
     """The files searched for definitions, in search order: what a run's context can
-    come from, and so part of what a cached result depends on."""
+    come from, and so part of what a cached result depends on. Within a folder, files
+    come in path order (component by component); linked folders are not entered."""
     found: dict[str, None] = {}
-    for d, recursive, pattern in _DEFINITION_DIRS:
-        base = tree / d
-        if not base.is_dir():
-            continue
-        for f in sorted(base.rglob(pattern) if recursive else base.glob(pattern)):
-            if f.is_file():
-                found.setdefault(f.relative_to(tree).as_posix())
+    top = os.fspath(tree)
+    for d, recursive, endings in _DEFINITION_DIRS:
+        base = os.path.join(top, d)
+        if os.path.isdir(base):
+            found.update(dict.fromkeys(_definition_walk(base, d, recursive, endings)))
     return list(found)
+
+
+def _definition_walk(
+    folder: str, rel: str, recursive: bool, endings: tuple[str, ...]
+) -> list[str]:
+    """Files (or links to files) under `folder`, whose path relative to the tree is
+    `rel`, with one of the name `endings`, sorted by path components."""
+    out: list[tuple[tuple[str, ...], str]] = []
+    stack = [(folder, tuple(rel.split("/")))]
+    while stack:
+        path, parts = stack.pop()
+        with os.scandir(path) as entries:
+            for e in entries:
+                if recursive and e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, (*parts, e.name)))
+                elif e.name.endswith(endings) and e.is_file():
+                    out.append(((*parts, e.name), "/".join((*parts, e.name))))
+    out.sort()
+    return [rel for _parts, rel in out]
 
 
 class DefinitionIndex:
