@@ -335,19 +335,20 @@ class LockAnalysis:
             elif kind == "__releases" and cls in GUARD_CLASSES:
                 releases.add(cls)
         if not fn.annotations:
+            # One solve from an entry holding a marker of each guard class: no transfer
+            # treats a marker but as a lock of its class that is never named, so the
+            # locks other than markers are those a solve from an empty entry would hold.
             self._busy.add(fn.key)
             try:
-                exit_plain = self._solve(fn, frozenset()).get(fn.cfg.EXIT)
                 markers = frozenset((c, _ENTRY) for c in GUARD_CLASSES)
-                exit_marked = self._solve(fn, markers).get(fn.cfg.EXIT)
+                at_exit = self._solve(fn, markers).get(fn.cfg.EXIT)
             except BudgetExceeded:
-                exit_plain = exit_marked = None
+                at_exit = None
             finally:
                 self._busy.discard(fn.key)
-            if exit_plain is not None:
-                acquires = {lk[0] for lk in exit_plain.held if lk[0] in GUARD_CLASSES}
-            if exit_marked is not None:
-                kept = {lk[0] for lk in exit_marked.held}
+            if at_exit is not None:
+                acquires = {c for c, name in at_exit.held if c in GUARD_CLASSES and name != _ENTRY}
+                kept = {lk[0] for lk in at_exit.held}
                 releases = {c for c in GUARD_CLASSES if c not in kept}
         result = LockSummary(frozenset(acquires), frozenset(releases))
         self._summaries[fn.key] = result
