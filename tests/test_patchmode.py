@@ -109,3 +109,23 @@ def test_bad_range_and_patch_are_input_errors(tmp_path: Path) -> None:
     bad.write_text("not a patch\n")
     code, out = run("check-patch", str(repo), str(bad))
     assert code == 2 and "no file changes found" in out
+
+
+def test_patch_to_a_definition_header_is_read_and_leaves_the_tree_alone(tmp_path: Path) -> None:
+    # A change to include/ itself: HEAD must read the patched header (its get_page()
+    # decides the refcount model: split-tail before, folio after), and patching it must
+    # not write through to the tree, whose unchanged definition folders HEAD otherwise
+    # shares by symbolic link.
+    repo = make_repo(tmp_path)
+    header = repo / "include" / "kstubs.h"
+    before = header.read_text()
+    split_tail = "\tatomic_inc(&page->_count);\n\tif (unlikely(PageTail(page)))\n"
+    assert split_tail in before
+    header.write_text(before.replace(split_tail, "\tfolio_get(page_folio(page));\n\tif (0)\n"))
+    folio = tmp_path / "0001-folio.patch"
+    folio.write_text(git(repo, "diff"))
+    git(repo, "checkout", "-q", "--", ".")
+    code, out = run("check-patch", str(repo), str(folio), "-q")
+    assert code == 0, out
+    assert "refcount model folio" in out
+    assert git(repo, "status", "--porcelain") == "" and header.read_text() == before
