@@ -98,9 +98,7 @@ def definition_files(tree: Path) -> list[str]:
     return list(found)
 
 
-def _definition_walk(
-    folder: str, rel: str, recursive: bool, endings: tuple[str, ...]
-) -> list[str]:
+def _definition_walk(folder: str, rel: str, recursive: bool, endings: tuple[str, ...]) -> list[str]:
     """Files (or links to files) under `folder`, whose path relative to the tree is
     `rel`, with one of the name `endings`, sorted by path components."""
     out: list[tuple[tuple[str, ...], str]] = []
