@@ -302,7 +302,10 @@ class Ownership:
                     if site.caller.key not in seen and site.caller.path in self.program.files:
                         seen.add(site.caller.key)
                         work.append(site.caller)
-        return sorted(self.events, key=lambda e: (e.function.path, e.loc, e.kind, e.detail))
+        return sorted(
+            self.events,
+            key=lambda e: (e.function.path, e.loc, e.kind, e.detail, e.acquisition.id, e.node),
+        )
 
     def _takes_pages(self, fn: Function) -> bool:
         for call in fn.call_refs:
@@ -351,12 +354,16 @@ class Ownership:
         summary = self._exits(ctx, outs)
         if report:
             self.acquisitions += sum(a.owner != "seed" for a in ctx.acqs.values())
-            seen: set[tuple[str, str, int, int]] = set()
+            # Tokens of one acquisition that differ in their cases can meet the same
+            # event; they come in set order, so the witness kept is chosen by its trace:
+            # the shortest, then the first.
+            best: dict[tuple[str, str, int, int], Event] = {}
             for ev in ctx.events:
                 k = (ev.kind, ev.detail, ev.acquisition.id, ev.node)
-                if k not in seen:
-                    seen.add(k)
-                    self.events.append(replace(ev, trace=self._trace(ctx, ins, ev)))
+                ev = replace(ev, trace=self._trace(ctx, ins, ev))
+                if k not in best or _trace_rank(ev) < _trace_rank(best[k]):
+                    best[k] = ev
+            self.events.extend(best.values())
         return summary
 
     def _seeds(self, ctx: _Ctx) -> list[Token]:
@@ -1577,6 +1584,10 @@ def _words(acq: Acquisition, cases: frozenset[str]) -> str:
     shown = cases - {ZERO} if acq.result in ("count", "bytes") and cases - {ZERO} else cases
     parts = [names[c] for c in (NEG, ZERO, PART, FULL) if c in shown and c in names]
     return f"{acq.source}() returned " + (" or ".join(parts) if parts else "nothing possible")
+
+
+def _trace_rank(ev: Event) -> tuple[int, list[tuple[int, int, str]]]:
+    return len(ev.trace), [(s.location.line, s.location.column, s.note) for s in ev.trace]
 
 
 def _event_note(ev: Event) -> str:
