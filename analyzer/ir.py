@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import pickle
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
@@ -222,6 +222,25 @@ def calls_in(e: Expr | None) -> list[Call]:
                 for o in reversed(ops):
                     stack.append((o, False))
     return out
+
+
+def subexpressions(*roots: Expr | None) -> Iterator[Expr]:
+    """Every expression inside `roots` (themselves included), parents before children."""
+    stack = [e for e in reversed(roots) if e is not None]
+    while stack:
+        x = stack.pop()
+        yield x
+        match x:
+            case Field(base=b) | AddrOf(operand=b) | Deref(operand=b):
+                stack.append(b)
+            case Index(base=b, index=i):
+                stack += [i, b]
+            case Call(args=args, target=t):
+                stack += reversed(args)
+                if t is not None:
+                    stack.append(t)
+            case Op(operands=ops):
+                stack += reversed(ops)
 
 
 def shared_names(e: Expr | None, local: Container[str]) -> set[str]:

@@ -35,6 +35,7 @@ from analyzer.ir import (
     Op,
     TypeRef,
     render,
+    subexpressions,
 )
 from analyzer.model import Location, TraceStep
 from analyzer.program.model import Program
@@ -149,8 +150,11 @@ class Provenance:
         self._order = {
             fn.key: i for i, fn in enumerate([*program.functions(), *program.context_functions()])
         }
-        self._readers: dict[str, list[Function]] | None = None
-        self._dirty: set[tuple[str, str]] = set()
+        self._users: dict[str, list[Function]] | None = None
+        self._accessed: dict[str, frozenset[tuple[str | None, str]]] = {}
+        # What the function being analyzed changed: ("field", field, struct) (struct
+        # GLOBAL for a global), ("param" | "ret" | "out", function key, None).
+        self._dirty: set[tuple[str, str, str | None]] = set()
 
     # ---------------------------------------------------------------- driver
     def run(self) -> list[RefSite]:
@@ -191,25 +195,43 @@ class Provenance:
 
     def _affected(self) -> list[Function]:
         out: list[Function] = []
-        for kind, key in sorted(self._dirty):
+        for kind, key, struct in self._dirty:  # any order: the work list pops in program order
             if kind == "field":
-                out.extend(self._field_readers(key))
+                out.extend(self._field_readers(struct, key))
             elif kind == "param":
                 out.append(self.program.by_key[key])
             else:  # a return value or out-array of `key` changed: its callers
                 out.extend(site.caller for site in self.program.callers(self.program.by_key[key]))
         return out
 
-    def _field_readers(self, name: str) -> list[Function]:
-        """The functions that read or write a field (or global) `name`, in order."""
-        if self._readers is None:
-            readers: dict[str, list[Function]] = defaultdict(list)
+    def _field_readers(self, struct: str | None, name: str) -> list[Function]:
+        """The functions that may read the facts of field `name` of `struct` (a global
+        `name` for GLOBAL), in order: of those that use the name (Function.shared, read
+        without the body), the ones with an access keyed as _field() keys it. The
+        others would find nothing new."""
+        if self._users is None:
+            users: dict[str, list[Function]] = defaultdict(list)
             for key in self._order:
                 fn = self.program.by_key[key]
                 for shared in fn.shared:
-                    readers[shared].append(fn)
-            self._readers = readers
-        return self._readers.get(name, [])
+                    users[shared].append(fn)
+            self._users = users
+        candidates = self._users.get(name, [])
+        if struct == GLOBAL:
+            return candidates
+        return [fn for fn in candidates if (struct, name) in self._field_accesses(fn)]
+
+    def _field_accesses(self, fn: Function) -> frozenset[tuple[str | None, str]]:
+        """(struct, field) of every field access in `fn`, the struct as _field() and
+        _store() name it."""
+        if fn.key not in self._accessed:
+            found = set()
+            for ins in fn.cfg.instrs:
+                for e in subexpressions(ins.lhs, ins.rhs):
+                    if isinstance(e, Field):
+                        found.add((type_name(expr_type(self.program, fn, e.base)), e.name))
+            self._accessed[fn.key] = frozenset(found)
+        return self._accessed[fn.key]
 
     # ---------------------------------------------------------------- one function
     def _analyze(self, fn: Function) -> None:
@@ -240,7 +262,7 @@ class Provenance:
             val = self.value(fn, ins.rhs, state, ins.loc)
             if val is not None:
                 step = self._step(fn, ins.loc, f"returned by {fn.name}()")
-                self._fact(self.returns, fn.key, val.then(step), ("ret", fn.key))
+                self._fact(self.returns, fn.key, val.then(step), ("ret", fn.key, None))
         return new
 
     # ---------------------------------------------------------------- calls
@@ -285,7 +307,10 @@ class Provenance:
                     step = self._step(fn, call.loc, what)
                     self.arrivals.setdefault((target.key, fn.key, call.loc.line), origin.then(step))
                     self._fact(
-                        self.params, (target.key, i, elem), origin.then(step), ("param", target.key)
+                        self.params,
+                        (target.key, i, elem),
+                        origin.then(step),
+                        ("param", target.key, None),
                     )
                 out = self.outs.get((target.key, i))
                 if out is not None:
@@ -383,7 +408,9 @@ class Provenance:
                 for is_elem, o in ((False, val), (True, elem)):
                     if o is not None:
                         step = self._step(fn, loc, f"stored into global {i}")
-                        self._fact(self.fields, (GLOBAL, i, is_elem), o.then(step), ("field", i))
+                        self._fact(
+                            self.fields, (GLOBAL, i, is_elem), o.then(step), ("field", i, GLOBAL)
+                        )
             case Name(id=i):
                 t = fn.locals.get(i)
                 for key, o in (
@@ -404,25 +431,27 @@ class Provenance:
                     if o is not None and holds_page(ftype, is_elem):
                         what = f"stored into {render(lhs)}{'[]' if is_elem else ''}"
                         step = self._step(fn, loc, what)
-                        self._fact(self.fields, (tname, f, is_elem), o.then(step), ("field", f))
+                        self._fact(
+                            self.fields, (tname, f, is_elem), o.then(step), ("field", f, tname)
+                        )
 
     def _store_elem(self, fn: Function, base: Expr, origin: Origin, new: State, loc: Loc) -> None:
         match base:
             case Name(id=i) if i not in fn.locals:
                 step = self._step(fn, loc, f"stored into global {i}[]")
-                self._fact(self.fields, (GLOBAL, i, True), origin.then(step), ("field", i))
+                self._fact(self.fields, (GLOBAL, i, True), origin.then(step), ("field", i, GLOBAL))
             case Name(id=i):
                 new[i + "[]"] = _better(new.get(i + "[]"), origin)  # type: ignore[assignment]
                 for k, p in enumerate(fn.params):
                     if p.name == i:
                         step = self._step(fn, loc, f"{fn.name}() fills its parameter {i}")
-                        self._fact(self.outs, (fn.key, k), origin.then(step), ("out", fn.key))
+                        self._fact(self.outs, (fn.key, k), origin.then(step), ("out", fn.key, None))
             case Field(base=b, name=f):
                 tname = type_name(expr_type(self.program, fn, b))
                 if not holds_page(self.program.field_type(tname, f), True):
                     return
                 step = self._step(fn, loc, f"stored into {render(base)}[]")
-                self._fact(self.fields, (tname, f, True), origin.then(step), ("field", f))
+                self._fact(self.fields, (tname, f, True), origin.then(step), ("field", f, tname))
             case AddrOf(operand=Index(base=b)):
                 self._store_elem(fn, b, origin, new, loc)
             case AddrOf(operand=x):
@@ -431,7 +460,11 @@ class Provenance:
                 self._store_elem(fn, ops[0], origin, new, loc)
 
     def _fact(
-        self, table: dict[Any, Origin], key: object, origin: Origin, dirty: tuple[str, str]
+        self,
+        table: dict[Any, Origin],
+        key: object,
+        origin: Origin,
+        dirty: tuple[str, str, str | None],
     ) -> None:
         if key not in table:
             table[key] = origin
