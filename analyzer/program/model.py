@@ -54,7 +54,7 @@ class Program:
             self._add(f)
         self._callers: dict[str, list[CallSite]] = {}
         self._callees: dict[str, list[tuple[CallSite, list[Function]]]] = {}
-        self._calls_by_name: tuple[list[Function], dict[str, list[tuple[int, int]]]] | None = None
+        self._calls_by_name: tuple[list[Function], dict[str, list[int]]] | None = None
         # function name -> the fields its address is stored into
         self._stored_into: dict[str, set[str]] = defaultdict(set)
         for field, stored in self.fnptr_fields.items():
@@ -135,24 +135,29 @@ class Program:
         or through a field `fn` is stored into, are resolved."""
         if fn.key not in self._callers:
             order, index = self._call_index()
-            names = [fn.name, *self._stored_into.get(fn.name, ())]
-            found = sorted(x for name in names for x in index.get(name, ()))
-            sites = [CallSite(order[i], order[i].call_refs[k]) for i, k in found]
+            names = {fn.name, *self._stored_into.get(fn.name, ())}
+            callers = sorted({i for name in names for i in index.get(name, ())})
+            sites = [
+                CallSite(order[i], ref)
+                for i in callers
+                for ref in order[i].call_refs
+                if ref.callee in names
+            ]
             self._callers[fn.key] = [
                 s for s in sites if any(t is fn for t in self.resolve(s.caller, s.ref))
             ]
         return self._callers[fn.key]
 
-    def _call_index(self) -> tuple[list[Function], dict[str, list[tuple[int, int]]]]:
-        """Every function in program order, and callee name -> (caller's index in that
-        order, call's index in its calls)."""
+    def _call_index(self) -> tuple[list[Function], dict[str, list[int]]]:
+        """Every function in program order, and callee name -> the indexes in that order
+        of the functions that call it (once each, ascending)."""
         if self._calls_by_name is None:
             order = [*self.functions(), *self.context_functions()]
-            index: dict[str, list[tuple[int, int]]] = defaultdict(list)
+            index: dict[str, list[int]] = defaultdict(list)
             for i, caller in enumerate(order):
-                for k, ref in enumerate(caller.call_refs):
-                    if ref.callee is not None:
-                        index[ref.callee].append((i, k))
+                for name in {ref.callee for ref in caller.call_refs}:
+                    if name is not None:
+                        index[name].append(i)
             self._calls_by_name = order, index
         return self._calls_by_name
 
