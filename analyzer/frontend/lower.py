@@ -84,6 +84,14 @@ def _text(node: Node | None) -> str:
     return node.text.decode("utf-8", "replace")
 
 
+def _token(node: Node | None) -> str:
+    """The text of an operator: for a token (an anonymous node), its node type, which
+    tree-sitter spells as the token, so the source is not sliced and decoded."""
+    if node is None or node.is_missing:
+        return ""
+    return _text(node) if node.is_named else node.type
+
+
 def _loc(node: Node) -> Loc:
     row, col = node.start_point
     return Loc(row + 1, col + 1)
@@ -238,7 +246,7 @@ class _FunctionLowering:
             return Field(
                 self.expr(n.child_by_field_name("argument")),
                 _text(n.child_by_field_name("field")),
-                _text(op) == "->",
+                _token(op) == "->",
             )
         if t == "subscript_expression":
             return Index(
@@ -247,7 +255,7 @@ class _FunctionLowering:
             )
         if t == "pointer_expression":
             arg = self.expr(n.child_by_field_name("argument"))
-            return AddrOf(arg) if _text(n.child_by_field_name("operator")) == "&" else Deref(arg)
+            return AddrOf(arg) if _token(n.child_by_field_name("operator")) == "&" else Deref(arg)
         if t == "call_expression":
             return self.call(n)
         if t == "cast_expression":
@@ -255,7 +263,7 @@ class _FunctionLowering:
         if t == "assignment_expression":
             return self.assignment(n)
         if t == "update_expression":
-            step = _text(n.child_by_field_name("operator"))
+            step = _token(n.child_by_field_name("operator"))
             prefix = n.children[0].type in ("++", "--")
             return Op(
                 ("pre" if prefix else "post") + step,
@@ -274,10 +282,10 @@ class _FunctionLowering:
             left = self.expr(n.child_by_field_name("left"))
             right = self.expr(n.child_by_field_name("right"))
             op = n.child_by_field_name("operator")
-            return Op(_text(op) if op is not None else ",", (left, right))
+            return Op(_token(op) if op is not None else ",", (left, right))
         if t == "unary_expression":
             return Op(
-                _text(n.child_by_field_name("operator")),
+                _token(n.child_by_field_name("operator")),
                 (self.expr(n.child_by_field_name("argument")),),
             )
         if t in ("sizeof_expression", "alignof_expression", "offsetof_expression"):
@@ -339,7 +347,7 @@ class _FunctionLowering:
     def assignment(self, n: Node) -> Expr:
         lhs = self.expr(n.child_by_field_name("left"))
         rhs = self.expr(n.child_by_field_name("right"))
-        op = _text(n.child_by_field_name("operator"))
+        op = _token(n.child_by_field_name("operator"))
         if op != "=":
             rhs = Op(op[:-1], (lhs, rhs))
         elif isinstance(lhs, Field):
