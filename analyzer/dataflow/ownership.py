@@ -52,6 +52,7 @@ from analyzer.ir import (
     Param,
     peel,
     render,
+    subexpressions,
 )
 from analyzer.model import Location, TraceStep
 from analyzer.program.model import Program
@@ -182,7 +183,7 @@ class LoopRelease:
 
 def _names(e: Expr | None) -> Iterator[str]:
     """The variable names an expression mentions."""
-    return (x.id for x in _subexprs(e) if isinstance(x, Name))
+    return (x.id for x in subexpressions(e) if isinstance(x, Name))
 
 
 def _root(e: Expr) -> Name | None:
@@ -1391,7 +1392,7 @@ class Ownership:
         written |= {  # &x passed anywhere: x may change behind our back
             e.operand.id
             for ins in cfg.instrs
-            for e in _subexprs(ins.rhs, ins.lhs, *ins.calls)
+            for e in subexpressions(ins.rhs, ins.lhs, *ins.calls)
             if isinstance(e, AddrOf) and isinstance(e.operand, Name)
         }
         params = {p.name for p in fn.params if p.name}
@@ -1634,23 +1635,7 @@ def _polarity(e: Expr | None) -> bool:
 
 def _pure(e: Expr) -> bool:
     """No calls, no memory reads: a condition on values alone."""
-    return all(not isinstance(x, Call | Field | Index | Deref) for x in _subexprs(e))
-
-
-def _subexprs(*roots: Expr | None) -> Iterator[Expr]:
-    stack = [r for r in roots if r is not None]
-    while stack:
-        x = stack.pop()
-        yield x
-        match x:
-            case Field(base=b) | AddrOf(operand=b) | Deref(operand=b):
-                stack.append(b)
-            case Index(base=b, index=i):
-                stack += [b, i]
-            case Call(args=args):
-                stack += list(args)
-            case Op(operands=ops):
-                stack += list(ops)
+    return all(not isinstance(x, Call | Field | Index | Deref) for x in subexpressions(e))
 
 
 def _unreached(cfg: CFG, cut: set[tuple[int, bool]]) -> set[int]:
