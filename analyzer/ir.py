@@ -225,48 +225,36 @@ def calls_in(e: Expr | None) -> list[Call]:
 
 
 def subexpressions(*roots: Expr | None) -> Iterator[Expr]:
-    """Every expression inside `roots` (themselves included), parents before children."""
+    """Every expression inside `roots` (themselves included), parents before children.
+    (isinstance, not match: this runs on every instruction of a file as it is lowered,
+    and class patterns cost twice as much.)"""
     stack = [e for e in reversed(roots) if e is not None]
     while stack:
         x = stack.pop()
         yield x
-        match x:
-            case Field(base=b) | AddrOf(operand=b) | Deref(operand=b):
-                stack.append(b)
-            case Index(base=b, index=i):
-                stack += [i, b]
-            case Call(args=args, target=t):
-                stack += reversed(args)
-                if t is not None:
-                    stack.append(t)
-            case Op(operands=ops):
-                stack += reversed(ops)
+        if isinstance(x, Op):
+            stack += reversed(x.operands)
+        elif isinstance(x, Field):
+            stack.append(x.base)
+        elif isinstance(x, AddrOf | Deref):
+            stack.append(x.operand)
+        elif isinstance(x, Call):
+            stack += reversed(x.args)
+            if x.target is not None:
+                stack.append(x.target)
+        elif isinstance(x, Index):
+            stack += [x.index, x.base]
 
 
 def shared_names(e: Expr | None, local: Container[str]) -> set[str]:
     """Field names, and names that are not `local` variables, in an expression: what it
     reads or writes of the state functions share (struct fields and globals)."""
     found: set[str] = set()
-    stack = [e] if e is not None else []
-    while stack:
-        x = stack.pop()
-        match x:
-            case Name(id=i):
-                if i not in local:
-                    found.add(i)
-            case Field(base=b, name=f):
-                found.add(f)
-                stack.append(b)
-            case Index(base=b, index=i):
-                stack += [b, i]
-            case AddrOf(operand=o) | Deref(operand=o):
-                stack.append(o)
-            case Call(args=args, target=t):
-                stack += list(args)
-                if t is not None:
-                    stack.append(t)
-            case Op(operands=ops):
-                stack += list(ops)
+    for x in subexpressions(e):
+        if isinstance(x, Field):
+            found.add(x.name)
+        elif isinstance(x, Name) and x.id not in local:
+            found.add(x.id)
     return found
 
 
