@@ -61,6 +61,13 @@ def commit(repo: Path, path: str, text: str, msg: str) -> None:
     git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", msg)
 
 
+def patch_from_worktree(repo: Path, patch: Path) -> Path:
+    """The work tree's changes as `patch` (git diff output), then reverted."""
+    patch.write_text(git(repo, "diff"))
+    git(repo, "checkout", "-q", "--", ".")
+    return patch
+
+
 def run(*args: str) -> tuple[int, str]:
     r = CliRunner().invoke(main, list(args))
     return r.exit_code, r.stdout + r.stderr
@@ -80,9 +87,7 @@ def test_patch_that_fixes_it_and_unrelated_patches(tmp_path: Path) -> None:
     commit(repo, "drivers/foo/grab.c", UNLOCKED, "buggy")
     # The fix, as git format-patch would write it.
     (repo / "drivers" / "foo" / "grab.c").write_text(LOCKED)
-    fix = tmp_path / "0001-fix.patch"
-    fix.write_text(git(repo, "diff"))
-    git(repo, "checkout", "-q", "--", ".")
+    fix = patch_from_worktree(repo, tmp_path / "0001-fix.patch")
     code, out = run("check-patch", str(repo), str(fix), "-q")
     assert code == 0, out
     assert "krefaudit: fixed: drivers/foo/grab.c:13:" in out and "0 new, 1 fixed" in out
@@ -93,9 +98,7 @@ def test_patch_that_fixes_it_and_unrelated_patches(tmp_path: Path) -> None:
     shifted = "/* a comment\n * spanning lines\n */\n" + UNLOCKED
     (repo / "drivers" / "foo" / "grab.c").write_text(shifted)
     (repo / "drivers" / "foo" / "other.c").write_text("int other(void) { return 1; }\n")
-    unrelated = tmp_path / "0002-unrelated.patch"
-    unrelated.write_text(git(repo, "diff"))
-    git(repo, "checkout", "-q", "--", ".")
+    unrelated = patch_from_worktree(repo, tmp_path / "0002-unrelated.patch")
     code, out = run("check-patch", str(repo), str(unrelated), "-q")
     assert code == 0, out
     assert "0 new, 0 fixed" in out
@@ -122,9 +125,7 @@ def test_patch_to_a_definition_header_is_read_and_leaves_the_tree_alone(tmp_path
     split_tail = "\tatomic_inc(&page->_count);\n\tif (unlikely(PageTail(page)))\n"
     assert split_tail in before
     header.write_text(before.replace(split_tail, "\tfolio_get(page_folio(page));\n\tif (0)\n"))
-    folio = tmp_path / "0001-folio.patch"
-    folio.write_text(git(repo, "diff"))
-    git(repo, "checkout", "-q", "--", ".")
+    folio = patch_from_worktree(repo, tmp_path / "0001-folio.patch")
     code, out = run("check-patch", str(repo), str(folio), "-q")
     assert code == 0, out
     assert "refcount model folio" in out
