@@ -82,8 +82,8 @@ class FileCoverage:
 
 # Why a scan leaves a file out (rules/api/prefilter.yaml), in every report format.
 UNNEEDED_WHY = (
-    "their text names no page, folio, page-table lock or primitive the rules track"
-    " (krefaudit scan --lower-all lowers them)"
+    "their text declares no struct page and names no folio, page-table lock or primitive"
+    " the rules track (krefaudit scan --lower-all lowers them)"
 )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from analyzer.engine import parse_paths
 from analyzer.rules.loader import RuleError, load_api, load_rule, load_rules, rules_dir
 
 GOOD = (rules_dir() / "tail-ref-race.yaml").read_text()
@@ -77,3 +78,26 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     p = write(tmp_path, GOOD.replace("name: ", "name: !!python/object/apply:os.system ['true']\n#"))
     with pytest.raises(RuleError):
         load_rule(p)
+
+
+@pytest.mark.parametrize(
+    ("text", "lowered"),
+    [
+        ("int f(int nr_pages)\n{\n\treturn nr_pages; /* one page */\n}\n", False),
+        ("void f(struct page *p)\n{\n\tkmap(p);\n}\n", True),
+        ("void f(void *p)\n{\n\tget_page(p);\n}\n", True),
+        ("void f(struct mm_struct *mm)\n{\n\tspin_lock(&mm->page_table_lock);\n}\n", True),
+        ("void f(spinlock_t *ptl)\n{\n\tspin_lock(ptl);\n}\n", True),
+        ("void f(struct folio *folio)\n{\n}\n", True),
+    ],
+)
+def test_prefilter_lowers_what_can_hold_or_lock_a_page(
+    tmp_path: Path, text: str, lowered: bool
+) -> None:
+    """`page` alone (nr_pages, comments) does not make a file relevant; a struct page
+    declaration, a tracked primitive, a page-table lock or a folio does."""
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "f.c").write_text(text)
+    parsed = parse_paths(tmp_path, ["mm"], lower_all=False)
+    assert [f.path for f in parsed.files] == (["mm/f.c"] if lowered else [])
+    assert parsed.coverage.unneeded == (() if lowered else ("mm/f.c",))
