@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import operator
 import pickle
-from collections.abc import Container, Iterator
+import re
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
@@ -258,7 +259,46 @@ def shared_names(e: Expr | None, local: Container[str]) -> set[str]:
     return found
 
 
+def field_paths(
+    e: Expr | None, local: Mapping[str, TypeRef]
+) -> Iterator[tuple[str | None, tuple[str, ...]]]:
+    """Each field access in an expression as the type of the local variable it starts
+    from and the fields from there to it: `d->map.pages[i]` with `struct dio *d` gives
+    ("dio", ("map", "pages")) and ("dio", ("map",)). The start is None where no local's
+    type tells (a call's result, a global); the path then holds the access's field
+    only. Enough to work out, with the program's struct fields, which struct each access
+    is of (Function.accesses), without the body."""
+    for x in subexpressions(e):
+        if not isinstance(x, Field):
+            continue
+        chain = [x.name]
+        base = x.base
+        while True:
+            if isinstance(base, Field):
+                chain.append(base.name)
+                base = base.base
+            elif isinstance(base, Index):
+                base = base.base
+            elif isinstance(base, AddrOf | Deref):
+                base = base.operand
+            else:
+                break
+        root = type_name(local.get(base.id)) if isinstance(base, Name) else None
+        yield (root, tuple(reversed(chain))) if root is not None else (None, (x.name,))
+
+
 # ---------------------------------------------------------------- types
+_QUALIFIERS = re.compile(r"\b(const|volatile|restrict)\b|\*")
+
+
+def type_name(t: TypeRef | None) -> str | None:
+    """The name a type's struct fields are filed under: the struct's tag, else the type's
+    text without qualifiers and stars (a typedef's name)."""
+    if t is None:
+        return None
+    return t.struct or _QUALIFIERS.sub("", t.text).strip() or None
+
+
 @_fast
 @dataclass(frozen=True, slots=True)
 class TypeRef:
@@ -383,6 +423,8 @@ class Function:
     annotations: tuple[tuple[str, str], ...]  # (kind, argument) sparse lock annotations
     call_refs: tuple[CallRef, ...]
     shared: frozenset[str]  # shared_names() of its instructions' operands
+    # field_paths() of its instructions' operands: which structs' fields it accesses
+    accesses: frozenset[tuple[str | None, tuple[str, ...]]]
     body: Body | bytes
     status: Status
     # Program-wide identity, "path:name" ("path:name#2" for a second definition of the
@@ -426,6 +468,7 @@ class Function:
             self.annotations,
             self.call_refs,
             self.shared,
+            self.accesses,
             body,
             self.status,
             self.key,
@@ -472,6 +515,7 @@ def shape_of(ir: FileIR) -> str:
     fns = [
         (fn.key, fn.static, fn.inline, fn.params, fn.ret, fn.annotations, fn.status.value)
         + (tuple((c.callee, c.indirect) for c in fn.call_refs), sorted(fn.shared))
+        + (sorted(fn.accesses, key=repr),)
         for fn in ir.functions
     ]
     stores = [(s.field, s.func) for s in ir.fnptr_stores]

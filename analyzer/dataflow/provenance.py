@@ -14,7 +14,6 @@ call and return that carried the page.
 from __future__ import annotations
 
 import heapq
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,13 +34,11 @@ from analyzer.ir import (
     Op,
     TypeRef,
     render,
-    subexpressions,
+    type_name,
 )
 from analyzer.model import Location, TraceStep
 from analyzer.program.model import Program
 from analyzer.rules.loader import GupApi
-
-_QUALIFIERS = re.compile(r"\b(const|volatile|restrict)\b|\*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +90,6 @@ def holds_page(t: TypeRef | None, elem: bool) -> bool:
     if t.struct == "page":
         return t.ptr >= 2 if elem else t.ptr == 1
     return False
-
-
-def type_name(t: TypeRef | None) -> str | None:
-    if t is None:
-        return None
-    return t.struct or _QUALIFIERS.sub("", t.text).strip() or None
 
 
 def expr_type(program: Program, fn: Function, e: Expr) -> TypeRef | None:
@@ -223,13 +214,14 @@ class Provenance:
 
     def _field_accesses(self, fn: Function) -> frozenset[tuple[str | None, str]]:
         """(struct, field) of every field access in `fn`, the struct as _field() and
-        _store() name it."""
+        _store() name it (expr_type() of its base), worked out from Function.accesses
+        without the body."""
         if fn.key not in self._accessed:
             found = set()
-            for ins in fn.cfg.instrs:
-                for e in subexpressions(ins.lhs, ins.rhs):
-                    if isinstance(e, Field):
-                        found.add((type_name(expr_type(self.program, fn, e.base)), e.name))
+            for struct, path in fn.accesses:
+                for f in path[:-1]:
+                    struct = type_name(self.program.field_type(struct, f))
+                found.add((struct, path[-1]))
             self._accessed[fn.key] = frozenset(found)
         return self._accessed[fn.key]
 

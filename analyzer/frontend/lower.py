@@ -37,6 +37,7 @@ from analyzer.ir import (
     Status,
     TypeRef,
     calls_in,
+    field_paths,
     peel,
     shared_names,
 )
@@ -640,6 +641,9 @@ def lower_function(
         annotations=annotations,
         call_refs=_call_refs(cfg),
         shared=_shared(cfg, b.locals),
+        accesses=frozenset(
+            a for ins in cfg.instrs for e in (ins.lhs, ins.rhs) for a in field_paths(e, b.locals)
+        ),
         body=Body(cfg, b.locals),
         status=Status.RECOVERED if (b.errors or n.has_error or macro_head) else Status.CLEAN,
     )
