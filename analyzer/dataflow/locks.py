@@ -292,6 +292,8 @@ class LockAnalysis:
                 held = {lk[0] for lk in self.held_at(site.caller, site.node)}
                 held &= set(GUARD_CLASSES)
                 common = held if common is None else common & held
+                if not common:  # one caller holds none: the others cannot add any
+                    break
         finally:
             self._busy.discard(fn.key)
         result = base | {(cls, CALLER) for cls in sorted(common or ())}
