@@ -460,37 +460,54 @@ def scan(
     jobs: int = 1,
     store: FactStore | None = None,
     lower_all: bool = False,
+    functions: bool = True,
 ) -> RunResult:
     """Analyze `paths` of `tree`. With a `store`, a run whose inputs all match an earlier
     one returns its result; a run whose changes cannot reach what the last run over the
     same paths read returns that run's findings (see _Memo); and files read before are
     not lowered again. Unless `lower_all`, files that hold no relevance token of the
-    rules are not lowered. `paths` None scans DEFAULT_PATHS; an empty list scans nothing."""
+    rules are not lowered. Unless `functions`, the facts of the functions in traces
+    (RunResult.functions, what the HTML report draws) are left out. `paths` None scans
+    DEFAULT_PATHS; an empty list scans nothing."""
     paths = list(DEFAULT_PATHS if paths is None else paths)
     discovery = discover(tree, paths)
     definitions = definition_files(tree)
     if store is None:
         return _analyze(
-            tree, paths, discovery, definitions, refcount_model, progress, jobs, None, lower_all
+            tree,
+            paths,
+            discovery,
+            definitions,
+            (refcount_model, lower_all, functions),
+            progress,
+            jobs,
+            None,
         )[0]
     options = (paths, refcount_model, lower_all)
     digests = _digests(tree, [*discovery.files, *definitions, "Makefile"], store)
     key = _content_key((store.salt, discovery.problems, options), digests)
     hit = store.result(key)
-    if isinstance(hit, RunResult):
+    if isinstance(hit, RunResult) and (hit.has_functions or not functions):
         return dataclasses.replace(hit, tree=str(tree))
     scanned = set(discovery.files)
     outside = {rel: digests.get(rel, "") for rel in definitions if rel not in scanned}
     memo_key = "memo:" + _content_key((store.salt, discovery, options), {})
     memo = store.result(memo_key)
     reused = None
-    if isinstance(memo, _Memo):
+    if isinstance(memo, _Memo) and (memo.result.has_functions or not functions):
         reused = _reuse(tree, discovery, digests, outside, memo, jobs, store, lower_all)
     if reused is not None:
         memo, result = reused
     else:
         result, parsed, skipped = _analyze(
-            tree, paths, discovery, definitions, refcount_model, progress, jobs, store, lower_all
+            tree,
+            paths,
+            discovery,
+            definitions,
+            (refcount_model, lower_all, functions),
+            progress,
+            jobs,
+            store,
         )
         bare = dataclasses.replace(result, coverage=Coverage(()), diagnostics=())
         memo = _Memo(_read_marks(parsed), outside, bare, tuple(skipped))
@@ -513,13 +530,14 @@ def _analyze(
     paths: list[str],
     discovery: Discovery,
     definitions: list[str],
-    refcount_model: str | None,
+    options: tuple[str | None, bool, bool],
     progress: Progress | None,
     jobs: int,
     store: FactStore | None,
-    lower_all: bool,
 ) -> tuple[RunResult, Parsed, list[SkippedFunction]]:
-    """Parse, analyze and judge; with the functions the analyses gave up on."""
+    """Parse, analyze and judge; with the functions the analyses gave up on. `options`
+    are scan()'s refcount_model, lower_all and functions."""
+    refcount_model, lower_all, with_functions = options
     api = load_api()
     rules = load_rules()
     parsed = _parse(tree, discovery, progress, jobs, store, lower_all)
@@ -563,7 +581,8 @@ def _analyze(
         findings.extend(found)
         outcomes.append(outcome)
     result = RunResult(
-        functions=function_facts(program, locks, findings),
+        functions=function_facts(program, locks, findings) if with_functions else (),
+        has_functions=with_functions,
         tool_version=__version__,
         tree=str(tree),
         paths=tuple(paths),

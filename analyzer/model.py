@@ -178,3 +178,5 @@ class RunResult:
     diagnostics: tuple[str, ...] = field(default=())  # input errors, one line each
     left_out: int = 0  # findings not reported: in the baseline, suppressed, or rule ignored
     functions: tuple[FunctionFacts, ...] = ()  # the functions that appear in traces
+    # False when `functions` was not worked out (patch mode, which draws no HTML report)
+    has_functions: bool = True

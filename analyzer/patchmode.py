@@ -84,7 +84,7 @@ def _compare(
     for side in ("base", "head"):
         with sides(side) as root:
             present = [p for p in paths if (root / p).exists()]
-            results[side] = engine.scan(root, present, None, progress, jobs, store)
+            results[side] = engine.scan(root, present, None, progress, jobs, store, functions=False)
     base, head = results["base"], results["head"]
     before = {f.fingerprint for f in base.findings}
     after = {f.fingerprint for f in head.findings}

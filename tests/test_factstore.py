@@ -411,3 +411,28 @@ def test_cli_cache_options(tmp_path: Path) -> None:
     second = CliRunner().invoke(main, [*args, "--cache", str(cache)])
     none = CliRunner().invoke(main, [*args, "--no-cache"])
     assert first.stdout == second.stdout == none.stdout
+
+
+def test_a_result_without_function_facts_is_not_served_to_a_run_that_wants_them(
+    tmp_path: Path, rec: Recorder
+) -> None:
+    """Patch mode leaves out the facts of the functions in traces (only the HTML report
+    draws them); a later scan of the same inputs must not take that result for its own,
+    whole or through the findings it reuses after a change."""
+    tree = copy_tree(V31, tmp_path / "t")
+    plain = tree / "mm" / "plain.c"
+    plain.write_text("int plain(int x)\n{\n\treturn x + 1;\n}\n")
+    bare = engine.scan(tree, None, store=rec.store(tmp_path / "c"), functions=False)
+    assert bare.findings and not bare.functions and not bare.has_functions
+    cold = scan(tree, None)
+    assert cold.functions
+    rec.analyses = 0
+    assert scan(tree, rec.store(tmp_path / "c")).functions == cold.functions
+    assert rec.analyses == 1
+    # After an edit no analysis can see, a run reuses the last run's findings; not
+    # those of a facts-less run when it wants the facts.
+    engine.scan(tree, None, store=rec.store(tmp_path / "c2"), functions=False)
+    plain.write_text("int plain(int x)\n{\n\treturn x + 2;\n}\n")
+    rec.analyses = 0
+    assert scan(tree, rec.store(tmp_path / "c2")).functions == cold.functions
+    assert rec.analyses == 1
