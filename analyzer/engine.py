@@ -472,17 +472,13 @@ def scan(
     paths = list(DEFAULT_PATHS if paths is None else paths)
     discovery = discover(tree, paths)
     definitions = definition_files(tree)
+
+    def analyze(store: FactStore | None) -> tuple[RunResult, Parsed, list[SkippedFunction]]:
+        chosen = (refcount_model, lower_all, functions)
+        return _analyze(tree, paths, discovery, definitions, chosen, progress, jobs, store)
+
     if store is None:
-        return _analyze(
-            tree,
-            paths,
-            discovery,
-            definitions,
-            (refcount_model, lower_all, functions),
-            progress,
-            jobs,
-            None,
-        )[0]
+        return analyze(None)[0]
     options = (paths, refcount_model, lower_all)
     digests = _digests(tree, [*discovery.files, *definitions, "Makefile"], store)
     key = _content_key((store.salt, discovery.problems, options), digests)
@@ -499,16 +495,7 @@ def scan(
     if reused is not None:
         memo, result = reused
     else:
-        result, parsed, skipped = _analyze(
-            tree,
-            paths,
-            discovery,
-            definitions,
-            (refcount_model, lower_all, functions),
-            progress,
-            jobs,
-            store,
-        )
+        result, parsed, skipped = analyze(store)
         bare = dataclasses.replace(result, coverage=Coverage(()), diagnostics=())
         memo = _Memo(_read_marks(parsed), outside, bare, tuple(skipped))
     store.put_result(key, result)
