@@ -9,7 +9,7 @@ import hashlib
 import operator
 import pickle
 import re
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
@@ -247,44 +247,43 @@ def subexpressions(*roots: Expr | None) -> Iterator[Expr]:
             stack += [x.index, x.base]
 
 
-def shared_names(e: Expr | None, local: Container[str]) -> set[str]:
-    """Field names, and names that are not `local` variables, in an expression: what it
-    reads or writes of the state functions share (struct fields and globals)."""
-    found: set[str] = set()
-    for x in subexpressions(e):
+def shared_state(
+    roots: Iterable[Expr | None], local: Mapping[str, TypeRef]
+) -> tuple[frozenset[str], frozenset[tuple[str | None, tuple[str, ...]]]]:
+    """What expressions use of the state functions share, in one walk: the field names,
+    and names that are not `local` variables (globals); and each field access as
+    field_path() gives it."""
+    names: set[str] = set()
+    accesses: set[tuple[str | None, tuple[str, ...]]] = set()
+    for x in subexpressions(*roots):
         if isinstance(x, Field):
-            found.add(x.name)
+            names.add(x.name)
+            accesses.add(field_path(x, local))
         elif isinstance(x, Name) and x.id not in local:
-            found.add(x.id)
-    return found
+            names.add(x.id)
+    return frozenset(names), frozenset(accesses)
 
 
-def field_paths(
-    e: Expr | None, local: Mapping[str, TypeRef]
-) -> Iterator[tuple[str | None, tuple[str, ...]]]:
-    """Each field access in an expression as the type of the local variable it starts
-    from and the fields from there to it: `d->map.pages[i]` with `struct dio *d` gives
-    ("dio", ("map", "pages")) and ("dio", ("map",)). The start is None where no local's
-    type tells (a call's result, a global); the path then holds the access's field
-    only. Enough to work out, with the program's struct fields, which struct each access
-    is of (Function.accesses), without the body."""
-    for x in subexpressions(e):
-        if not isinstance(x, Field):
-            continue
-        chain = [x.name]
-        base = x.base
-        while True:
-            if isinstance(base, Field):
-                chain.append(base.name)
-                base = base.base
-            elif isinstance(base, Index):
-                base = base.base
-            elif isinstance(base, AddrOf | Deref):
-                base = base.operand
-            else:
-                break
-        root = type_name(local.get(base.id)) if isinstance(base, Name) else None
-        yield (root, tuple(reversed(chain))) if root is not None else (None, (x.name,))
+def field_path(x: Field, local: Mapping[str, TypeRef]) -> tuple[str | None, tuple[str, ...]]:
+    """A field access as the type of the local variable it starts from and the fields
+    from there to it: `d->map.pages` with `struct dio *d` gives ("dio", ("map", "pages")).
+    The start is None where no local's type tells (a call's result, a global); the path
+    then holds the access's field only. Enough to work out, with the program's struct
+    fields, which struct the access is of (Function.accesses), without the body."""
+    chain = [x.name]
+    base = x.base
+    while True:
+        if isinstance(base, Field):
+            chain.append(base.name)
+            base = base.base
+        elif isinstance(base, Index):
+            base = base.base
+        elif isinstance(base, AddrOf | Deref):
+            base = base.operand
+        else:
+            break
+    root = type_name(local.get(base.id)) if isinstance(base, Name) else None
+    return (root, tuple(reversed(chain))) if root is not None else (None, (x.name,))
 
 
 # ---------------------------------------------------------------- types
@@ -422,8 +421,9 @@ class Function:
     ret: TypeRef
     annotations: tuple[tuple[str, str], ...]  # (kind, argument) sparse lock annotations
     call_refs: tuple[CallRef, ...]
-    shared: frozenset[str]  # shared_names() of its instructions' operands
-    # field_paths() of its instructions' operands: which structs' fields it accesses
+    # shared_state() of its instructions' operands: the fields and globals it uses, and
+    # which structs' fields it accesses
+    shared: frozenset[str]
     accesses: frozenset[tuple[str | None, tuple[str, ...]]]
     body: Body | bytes
     status: Status

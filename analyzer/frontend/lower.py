@@ -37,9 +37,8 @@ from analyzer.ir import (
     Status,
     TypeRef,
     calls_in,
-    field_paths,
     peel,
-    shared_names,
+    shared_state,
 )
 
 # Calls after which control does not continue.
@@ -629,6 +628,7 @@ def lower_function(
     except BudgetError as e:
         return Skipped(name, line, str(e))
     cfg = b.cfg()
+    shared, accesses = shared_state((e for ins in cfg.instrs for e in (ins.lhs, ins.rhs)), b.locals)
     fn = Function(
         name=name,
         path=path,
@@ -640,10 +640,8 @@ def lower_function(
         ret=_typeref(n.child_by_field_name("type"), _ptr),
         annotations=annotations,
         call_refs=_call_refs(cfg),
-        shared=_shared(cfg, b.locals),
-        accesses=frozenset(
-            a for ins in cfg.instrs for e in (ins.lhs, ins.rhs) for a in field_paths(e, b.locals)
-        ),
+        shared=shared,
+        accesses=accesses,
         body=Body(cfg, b.locals),
         status=Status.RECOVERED if (b.errors or n.has_error or macro_head) else Status.CLEAN,
     )
@@ -657,14 +655,6 @@ def _call_refs(cfg: CFG) -> tuple[CallRef, ...]:
         for n, ins in enumerate(cfg.instrs)
         for i, c in enumerate(ins.calls)
     )
-
-
-def _shared(cfg: CFG, local: dict[str, TypeRef]) -> frozenset[str]:
-    found: set[str] = set()
-    for ins in cfg.instrs:
-        found |= shared_names(ins.rhs, local)
-        found |= shared_names(ins.lhs, local)
-    return frozenset(found)
 
 
 def _struct_fields(n: Node, out: dict[str, dict[str, TypeRef]]) -> None:
