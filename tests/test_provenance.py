@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.dataflow.provenance import Provenance
+from analyzer.dataflow.provenance import Provenance, expr_type
 from analyzer.engine import parse_paths
+from analyzer.ir import Field, subexpressions, type_name
 from analyzer.program.model import Program
 from analyzer.rules.loader import load_api, load_rules
 
@@ -66,3 +67,24 @@ def test_a_field_fact_wakes_only_readers_of_that_struct(
         "stored into d->pages[]",
         "page read back from d->pages[0]",
     ]
+
+
+def test_field_accesses_from_the_skeleton_match_the_body() -> None:
+    """Provenance reads which struct each field access is of from Function.accesses,
+    without the body; over every fixture, that must be what expr_type() says of each
+    Field's base in the body."""
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures"
+    program = Program(parse_paths(fixtures, ["."]).files)
+    api = load_api()
+    prov = Provenance(program, api.gup, {})
+    checked = 0
+    for fn in program.functions():
+        from_body = {
+            (type_name(expr_type(program, fn, e.base)), e.name)
+            for ins in fn.cfg.instrs
+            for e in subexpressions(ins.lhs, ins.rhs)
+            if isinstance(e, Field)
+        }
+        assert prov._field_accesses(fn) == from_body, fn.key
+        checked += len(from_body)
+    assert checked > 200
