@@ -238,8 +238,16 @@ def scan(
             frozenset(ignore),
         )
         with _fact_store(cache_dir, no_cache) as store:
+            # Only the HTML report draws the lock state of the functions in traces.
             result = engine.scan(
-                tree, list(paths) or None, refcount_model, Progress(quiet), jobs, store, lower_all
+                tree,
+                list(paths) or None,
+                refcount_model,
+                Progress(quiet),
+                jobs,
+                store,
+                lower_all,
+                functions=html_out is not None,
             )
         kept, left_out = triage.split(result.findings)
         result = dataclasses.replace(result, findings=kept, left_out=left_out)
@@ -511,7 +519,9 @@ def baseline_create(
         if output.exists():
             _fail(f"{output}: exists; use `krefaudit baseline update`")
         with _fact_store(cache_dir, no_cache) as store:
-            result = engine.scan(tree, list(paths) or None, None, Progress(quiet), store=store)
+            result = engine.scan(
+                tree, list(paths) or None, None, Progress(quiet), store=store, functions=False
+            )
         write_atomically(output, render_baseline(result.findings))
         click.echo(f"krefaudit: {output}: {len(result.findings)} fingerprint(s)")
         return Exit.CLEAN
@@ -539,7 +549,9 @@ def baseline_update(
     def run() -> int:
         old = read_baseline(output) if output.exists() else frozenset()
         with _fact_store(cache_dir, no_cache) as store:
-            result = engine.scan(tree, list(paths) or None, None, Progress(quiet), store=store)
+            result = engine.scan(
+                tree, list(paths) or None, None, Progress(quiet), store=store, functions=False
+            )
         new = {f.fingerprint for f in result.findings}
         write_atomically(output, render_baseline(result.findings))
         click.echo(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
+from analyzer import engine
 from analyzer.cli import main
 from tests.fixture_markers import FIXTURES
 
@@ -109,6 +112,28 @@ def test_callgraph_json_has_lock_context() -> None:
     assert code == 0
     edges = json.loads(stdout)["edges"]
     assert edges and all({"caller", "callee", "path", "line", "held"} <= e.keys() for e in edges)
+
+
+def test_only_the_html_report_asks_for_the_trace_functions_lock_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock state of each line of the functions in traces is drawn by the HTML report
+    alone: a scan writing text, JSON and SARIF does not compute it."""
+    computed: list[int] = []
+    facts = engine.function_facts
+
+    def counted(*args: Any) -> Any:
+        found = facts(*args)
+        computed.append(len(found))
+        return found
+
+    monkeypatch.setattr(engine, "function_facts", counted)
+    outputs = ("--json", str(tmp_path / "r.json"), "--sarif", str(tmp_path / "r.sarif"))
+    assert run("scan", str(V31), "--no-cache", *outputs)[0] == 1
+    assert computed == []
+    assert run("scan", str(V31), "--no-cache", "--html", str(tmp_path / "h"))[0] == 1
+    assert len(computed) == 1 and computed[0] > 0
+    assert list((tmp_path / "h").glob("**/fn-*.html"))
 
 
 def test_rules_show_prints_the_documentation() -> None:
