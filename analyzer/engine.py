@@ -38,7 +38,7 @@ from analyzer.program.tree import (
     kernel_version,
 )
 from analyzer.rules import refmodel, release
-from analyzer.rules.loader import KernelApi, load_api, load_rules
+from analyzer.rules.loader import KernelApi, Relevance, load_api, load_rules
 from analyzer.rules.tail_ref_race import TailRefRace
 
 DEFAULT_PATHS = ("mm", "fs/direct-io.c")
@@ -95,7 +95,7 @@ Entry = tuple[bool, FileIR | str | None]
 class _Job:
     tree: Path
     rel: str
-    tokens: tuple[bytes, ...]  # the relevance tokens (rules/api/prefilter.yaml)
+    relevant: Relevance  # what a file must hold to be lowered (rules/api/prefilter.yaml)
     lower_all: bool  # lower files that hold none of them too
     pickled: bool  # hand the entry back pickled, ready for the fact store
 
@@ -106,7 +106,7 @@ def _parse_one(job: _Job) -> tuple[str, str, Entry | bytes]:
         data = (job.tree / job.rel).read_bytes()
     except OSError as e:
         return job.rel, "", (True, f"{job.rel}: cannot read: {e.strerror or e}")
-    relevant = any(t in data for t in job.tokens)
+    relevant = job.relevant(data)
     entry: Entry
     problem = check_source(data, job.rel)
     if problem is not None:
@@ -121,10 +121,6 @@ def _parse_one(job: _Job) -> tuple[str, str, Entry | bytes]:
     if job.pickled:
         return job.rel, digest(data), pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
     return job.rel, digest(data), entry
-
-
-def relevance_tokens() -> tuple[bytes, ...]:
-    return load_api().relevance_tokens(load_rules())
 
 
 def _usable(entry: Entry, lower_all: bool) -> bool:
@@ -160,9 +156,9 @@ def _entries(
     if store is not None:
         wanted = _digests(tree, rels, store).items()
         cached = {rel: (d, e) for rel, d, e in store.files(wanted) if _usable(e, lower_all)}
-    tokens = relevance_tokens()
+    relevant = load_api().relevance(load_rules())
     work = [
-        _Job(tree, rel, tokens, lower_all, store is not None) for rel in rels if rel not in cached
+        _Job(tree, rel, relevant, lower_all, store is not None) for rel in rels if rel not in cached
     ]
     if jobs > 1 and len(work) > 1:
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))

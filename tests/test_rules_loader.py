@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,8 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
         ("void f(struct mm_struct *mm)\n{\n\tspin_lock(&mm->page_table_lock);\n}\n", True),
         ("void f(spinlock_t *ptl)\n{\n\tspin_lock(ptl);\n}\n", True),
         ("void f(struct folio *folio)\n{\n}\n", True),
+        ("struct fec_buf {\n\tstruct\tpage *page;\n};\n", True),
+        ("void f(struct\n\t    page *p)\n{\n}\n", True),
     ],
 )
 def test_prefilter_lowers_what_can_hold_or_lock_a_page(
@@ -101,3 +104,19 @@ def test_prefilter_lowers_what_can_hold_or_lock_a_page(
     parsed = parse_paths(tmp_path, ["mm"], lower_all=False)
     assert [f.path for f in parsed.files] == (["mm/f.c"] if lowered else [])
     assert parsed.coverage.unneeded == (() if lowered else ("mm/f.c",))
+
+
+def test_anchors_change_no_answer_of_the_prefilter() -> None:
+    """Grouping the tokens under anchors only skips searches: each token, alone in a
+    file, is found with the shipped anchors as without any, and a file without tokens
+    is not."""
+    api = load_api()
+    grouped = api.relevance(load_rules())
+    flat = dataclasses.replace(api, anchors=()).relevance(load_rules())
+    assert len(grouped.groups) < len(flat.groups)
+    tokens = [t for _a, literal, _s in flat.groups for t in literal]
+    assert len(tokens) > 20
+    filler = b"int nr_pages; /* the ptes */ spin_lock(&ptlock_head);\n"
+    for token in [*tokens, b"struct \t page"]:
+        assert grouped(filler + token + b"(x);\n") and flat(filler + token + b"(x);\n"), token
+    assert not grouped(filler.replace(b"ptl", b"xyz")) and not flat(filler.replace(b"ptl", b"xyz"))

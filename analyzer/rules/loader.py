@@ -280,19 +280,39 @@ class ReleaseApi:
 
 
 @dataclass(frozen=True, slots=True)
+class Relevance:
+    """Whether a file's text holds one of the relevance tokens (see
+    KernelApi.relevance). The tokens come in groups, each under an anchor that all of
+    its tokens hold: a group is looked into only when its anchor is in the text, so a
+    file holding no anchor (most of a tree) is searched once per anchor, not once per
+    token. A token with a space matches any run of white space there (`struct\tpage`)."""
+
+    groups: tuple[tuple[bytes, tuple[bytes, ...], tuple[re.Pattern[bytes], ...]], ...]
+
+    def __call__(self, text: bytes) -> bool:
+        return any(
+            anchor in text
+            and (any(t in text for t in tokens) or any(p.search(text) for p in spaced))
+            for anchor, tokens, spaced in self.groups
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class KernelApi:
     locks: LockApi
     gup: GupApi
     refs: RefApi
     release: ReleaseApi
     words: tuple[str, ...]  # prefilter.yaml: a file without any of them is not lowered
+    anchors: tuple[str, ...]  # prefilter.yaml: what the tokens are grouped under
 
-    def relevance_tokens(self, rules: tuple[Rule, ...]) -> tuple[bytes, ...]:
+    def relevance(self, rules: tuple[Rule, ...]) -> Relevance:
         """What a file's text must hold for a scan to lower it: the prefilter words, every
         name the API files list and the reference primitives `rules` check, less those
         that hold another token (`get_page` holds `page`). Lock primitives count when
         they take page-table or compound locks: by class, or by handing back the lock
-        (pte_offset_map_lock)."""
+        (pte_offset_map_lock). Each token goes under the first anchor it holds; one that
+        holds none is an anchor of its own."""
         names = {*self.words, *self.gup.array, *self.gup.single, *self.gup.passthrough}
         names |= {*self.gup.head_of, *self.refs.reference, *self.release.release}
         names |= {*self.release.pin, *self.release.single, *self.locks.pt_lock_pointers}
@@ -307,7 +327,24 @@ class KernelApi:
         for rule in rules:
             names |= set(rule.sinks)
         kept = sorted(n for n in names if not any(o != n and o in n for o in names))
-        return tuple(n.encode() for n in kept)
+        groups: dict[str, list[str]] = {}
+        for name in kept:
+            anchor = next((a for a in self.anchors if a in name), name)
+            groups.setdefault(anchor, []).append(name)
+        return Relevance(
+            tuple(
+                (
+                    anchor.encode(),
+                    tuple(n.encode() for n in group if " " not in n),
+                    tuple(
+                        re.compile(rb"\s+".join(re.escape(w.encode()) for w in n.split()))
+                        for n in group
+                        if " " in n
+                    ),
+                )
+                for anchor, group in groups.items()
+            )
+        )
 
 
 _LOCK_KEYS = {"acquire", "release", "when", "class", "irq", "assert", "arity"}
@@ -394,8 +431,10 @@ def load_api(directory: Path | None = None) -> KernelApi:
         rd["default_model"],
     )
     pp = api / "prefilter.yaml"
-    words = _str_list(pp, _mapping(pp, load_yaml(pp)), "words")
-    return KernelApi(locks, gup, refs, _load_release(api / "release.yaml"), words)
+    pd = _mapping(pp, load_yaml(pp))
+    words, anchors = _str_list(pp, pd, "words"), _str_list(pp, pd, "anchors")
+    release = _load_release(api / "release.yaml")
+    return KernelApi(locks, gup, refs, release, words, anchors)
 
 
 _FAMILIES = ("put", "unpin", "any")
