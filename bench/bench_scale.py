@@ -22,7 +22,9 @@ All tools run on that same list; each repeat runs them in alternating order:
                tail-ref-race rule), `--jobs N --very-quiet --no-includes`, one file a group
 
 Peak RSS of a subprocess is the ru_maxrss that wait4() returns for it (its largest single
-process, workers included), and the sum over its process group sampled every 0.2 s.
+process, workers included) in bench/peak_rss.py, a small process that forks it (forked
+from here, it would count this process's file bytes), and the sum over its process group
+sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ SIZES: dict[str, list[str]] = {
     "whole": ["."],
 }
 COCCI = ROOT / "bench" / "tail-ref-race.cocci"
+PEAK_RSS = ROOT / "bench" / "peak_rss.py"
 SAMPLE_EVERY = 0.2  # seconds between samples of a process group's resident memory
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SHOW_SITES = 20  # spatch's reported sites listed at the end
@@ -143,11 +146,16 @@ def _group_rss_kib(pgid: int) -> int:
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> Run:
-    """Run `cmd` in its own process group; wall time, peak RSS (wait4 and sampled)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
+    """Run `cmd` in its own process group, through bench/peak_rss.py; its wall time and
+    peak RSS (its own, from wait4() in that small parent, and sampled)."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r", suffix=".json") as report,
+    ):
+        wrapped = [sys.executable, "-S", str(PEAK_RSS), report.name, *cmd]
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True
+            wrapped, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True
         )
         peak = 0
         done = threading.Event()
@@ -159,18 +167,19 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
+        proc.wait()
         done.set()
         sampler.join()
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped above: Popen must not wait
+        measured = json.loads(report.read() or "{}")
         out.seek(0)
         err.seek(0)
+        if "wall" not in measured:
+            sys.exit(f"bench_scale: {PEAK_RSS.name} failed ({proc.returncode}): {cmd}")
         return Run(
-            wall,
-            usage.ru_maxrss,
-            max(peak, usage.ru_maxrss),
-            proc.returncode,
+            measured["wall"],
+            measured["maxrss_kib"],
+            max(peak, measured["maxrss_kib"]),
+            measured["returncode"],
             out.read().decode(errors="replace"),
             err.read().decode(errors="replace"),
         )
