@@ -284,24 +284,33 @@ def test_changes_no_analysis_read_keep_the_findings_on_a_real_tree(
 
 
 def test_sigterm_leaves_the_previous_report_intact(tree_6_1: Path, tmp_path: Path) -> None:
+    """SIGTERM in the middle of parsing: exit 130, the earlier report untouched, nothing
+    else written. The signal waits for the first progress line past the first file, so
+    the handler is in place and the run, mm/ and fs/ with no cache, is far from done."""
     import signal
     import sys
-    import time
 
     out = tmp_path / "scan.json"
     out.write_text('{"previous": true}\n')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "analyzer", "scan", str(tree_6_1), "mm", "--json", str(out)]
+        [sys.executable, "-m", "analyzer", "scan", str(tree_6_1), "mm", "fs", "--json", str(out)]
         + ["--no-cache"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    time.sleep(3)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("krefaudit: parsing ") and not line.startswith("krefaudit: parsing 0/"):
+            break
+    else:
+        pytest.fail(f"no progress line before the run ended: {seen}")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, seen + [stderr]
     assert "interrupted; no report was written" in stderr
     assert out.read_text() == '{"previous": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["scan.json"]
