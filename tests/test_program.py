@@ -6,6 +6,7 @@ from pathlib import Path
 
 from analyzer.engine import parse_paths
 from analyzer.program.model import Program
+from analyzer.program.tree import DefinitionIndex, definition_files
 from analyzer.report.callgraph import edges, render_dot
 
 
@@ -86,3 +87,44 @@ def test_exported_and_uncalled_globals_have_unknown_callers(tmp_path: Path) -> N
         "x.c:called": False,
         "x.c:k": True,
     }
+
+
+def test_the_definition_search_finds_macros_prototypes_and_definitions_only(
+    tmp_path: Path,
+) -> None:
+    """What the context search may parse: a #define of the name, or the name followed by
+    a parenthesized list and then `;` or `{`, as in a prototype or a definition (a call
+    looks alike: h.h is kept, parsing sorts it out); not a mention, a longer name or a
+    field. A name that holds another (get_user_pages_fast) is still found alone."""
+    headers = {
+        "include/linux/a.h": "#define get_page(p) folio_get(page_folio(p))\n",
+        "include/linux/b.h": "  #  define\tput_page __put_page\n",
+        "include/linux/c.h": "/* get_user_pages is documented elsewhere */\n"
+        "long get_user_pages(unsigned long start,\n\t\t    unsigned long nr_pages);\n",
+        "include/linux/d.h": "int get_user_pages_fast(unsigned long start, int nr);\n",
+        "include/linux/e.h": "#define pin_user_pages_max 8\nint xpin_user_pages(int);\n",
+        "include/asm-generic/f.h": "static inline void\npin_user_pages (int nr)\n{\n}\n",
+        "include/linux/g.h": "/* see pin_user_pages */\nstruct s { int pin_user_pages; };\n",
+        "include/linux/h.h": "static int pin_one(int p) { return pin_user_pages(p); }\n",
+    }
+    for rel, text in headers.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    files = definition_files(tmp_path)
+    assert files[0] == "include/linux/a.h" and files[-1] == "include/asm-generic/f.h"
+    index = DefinitionIndex(tmp_path, files)
+    assert index.files_defining({"get_page"}) == ["include/linux/a.h"]
+    assert index.files_defining({"put_page", "get_user_pages"}) == [
+        "include/linux/b.h",
+        "include/linux/c.h",
+    ]
+    assert index.files_defining({"get_user_pages_fast"}) == ["include/linux/d.h"]
+    assert index.files_defining({"get_user_pages", "get_user_pages_fast"}) == [
+        "include/linux/c.h",
+        "include/linux/d.h",
+    ]
+    assert index.files_defining({"pin_user_pages"}) == [
+        "include/linux/h.h",
+        "include/asm-generic/f.h",
+    ]
+    assert index.files_defining({"folio_put"}) == []

@@ -116,13 +116,15 @@ def _definition_walk(folder: str, rel: str, recursive: bool, endings: tuple[str,
 
 
 class DefinitionIndex:
-    """Finds the files of a tree that define (or declare) a name, reading them lazily."""
+    """Finds the files of a tree that define (or declare) a name, reading them lazily;
+    each name is looked up once."""
 
     def __init__(self, tree: Path, files: list[str]) -> None:
         """`files`: definition_files(tree)."""
         self.tree = tree
         self.files = files
         self._texts: dict[str, bytes] | None = None
+        self._found: dict[str, frozenset[str]] = {}
 
     def _load(self) -> dict[str, bytes]:
         if self._texts is None:
@@ -136,21 +138,50 @@ class DefinitionIndex:
         return self._texts
 
     def files_defining(self, names: set[str]) -> list[str]:
-        """Files with a definition, macro or prototype of any of `names`."""
-        if not names:
-            return []
-        alt = b"|".join(re.escape(n.encode()) for n in sorted(names))
-        pattern = re.compile(
-            rb"(?:^[ \t]*#[ \t]*define[ \t]+(?:" + alt + rb")\b"
-            rb"|\b(?:" + alt + rb")[ \t]*\([^;{}]*\)[^;{}]*[;{])",
-            re.M,
-        )
-        needles = [n.encode() for n in names]
-        return [
-            rel
-            for rel, text in self._load().items()
-            if any(n in text for n in needles) and pattern.search(text)
-        ]
+        """Files with a definition, macro or prototype of any of `names`, in the order
+        of `files`."""
+        self._search(names)
+        hits = frozenset().union(*(self._found[n] for n in names))
+        return [rel for rel in self._load() if rel in hits]
+
+    def _search(self, names: set[str]) -> None:
+        """Look up the names not looked up yet. A name that holds a shorter one is only
+        searched for in the files that hold the shorter one (get_user_pages_fast where
+        get_user_pages is): the bytes each file is scanned for are few."""
+        texts = self._load()
+        todo = sorted((n for n in names if n not in self._found), key=lambda n: (len(n), n))
+        holding: dict[bytes, list[str]] = {}
+        for name in todo:
+            word = name.encode()
+            within = next((c for c in holding if c in word), None)
+            candidates = texts if within is None else holding[within]
+            holding[word] = [rel for rel in candidates if word in texts[rel]]
+            self._found[name] = frozenset(
+                rel for rel in holding[word] if _defines(texts[rel], word)
+            )
+
+
+_DEFINE = re.compile(rb"[ \t]*#[ \t]*define[ \t]+")  # a line's start, up to the macro name
+_DECLARATOR = re.compile(rb"[ \t]*\([^;{}]*\)[^;{}]*[;{]")  # after a function's name
+_WORD_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
+
+
+def _defines(text: bytes, word: bytes) -> bool:
+    """Whether `text` holds a #define of `word`, or `word` as a whole word followed by a
+    parenthesized list and, before any brace, a `;` or `{`: a prototype or a definition
+    (or a call; the search only narrows what is parsed). Each occurrence is checked where
+    it stands: a pattern that starts with an anchor would be tried at every byte."""
+    i = text.find(word)
+    while i >= 0:
+        end = i + len(word)
+        if (i == 0 or text[i - 1] not in _WORD_BYTES) and (
+            end == len(text) or text[end] not in _WORD_BYTES
+        ):
+            line = text.rfind(b"\n", 0, i) + 1
+            if _DEFINE.fullmatch(text, line, i) or _DECLARATOR.match(text, end):
+                return True
+        i = text.find(word, i + 1)
+    return False
 
 
 _VERSION_RE = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d+)", re.M)
