@@ -154,10 +154,12 @@ def main() -> None:
       130  interrupted (SIGINT, SIGTERM): no report written
     """
     # A run builds millions of small objects that live until it ends: the IR, loaded from
-    # workers or the fact store, and the analyses' facts. At the default thresholds the
-    # collector walks them again and again: a third of a warm whole-tree run, and a tenth
-    # of a cold run over mm/. The workers are forked and inherit this.
-    gc.set_threshold(100_000, 50, 100)
+    # workers or the fact store, and the analyses' facts. None of them is in a reference
+    # cycle (tests/test_robustness.py checks that a scan leaves no cyclic garbage), so
+    # reference counting frees all there is to free, and the cycle collector only walks
+    # them again and again: at its default thresholds a third of a warm whole-tree run.
+    # The workers are forked and inherit this.
+    gc.disable()
 
 
 @main.command()
