@@ -128,3 +128,30 @@ def test_the_definition_search_finds_macros_prototypes_and_definitions_only(
         "include/asm-generic/f.h",
     ]
     assert index.files_defining({"folio_put"}) == []
+
+
+def test_calling_finds_direct_calls_by_name_and_by_macro_alias_in_program_order(
+    tmp_path: Path,
+) -> None:
+    files = {
+        "include/linux/pagemap.h": "#define page_cache_get(page) get_page(page)\n"
+        "static inline void hdr_ref(struct page *p) { get_page(p); }\n",
+        "mm/b.c": "void b_alias(struct page *p) { page_cache_get(p); }\n"
+        "void b_none(struct page *p) { put_page(p); }\n",
+        "mm/a.c": "void a_field(struct ops *o, struct page *p) { o->get_page(p); }\n"
+        "void a_direct(struct page *p) { if (p) get_page(p); }\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    scanned = parse_paths(tmp_path, ["mm"]).files
+    context = parse_paths(tmp_path, ["include"]).files
+    p = Program(scanned, context)
+    assert p.canonical("page_cache_get") == "get_page"
+    assert [fn.key for fn in p.calling({"get_page"})] == ["mm/a.c:a_direct", "mm/b.c:b_alias"]
+    assert [fn.key for fn in p.calling({"put_page", "get_page"})] == [
+        "mm/a.c:a_direct",
+        "mm/b.c:b_alias",
+        "mm/b.c:b_none",
+    ]
+    assert p.calling({"unpin_user_page"}) == []

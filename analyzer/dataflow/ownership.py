@@ -294,7 +294,7 @@ class Ownership:
     def run(self) -> list[Event]:
         """Analyze every scanned function that takes pages, directly or through a
         helper; events come back in file and line order."""
-        work = deque(fn for fn in self.program.functions() if self._takes_pages(fn))
+        work = deque(self.program.calling(self.gup.array | self.rel.single.keys()))
         seen = {fn.key for fn in work}
         while work:
             fn = work.popleft()
@@ -307,13 +307,6 @@ class Ownership:
             self.events,
             key=lambda e: (e.function.path, e.loc, e.kind, e.detail, e.acquisition.id, e.node),
         )
-
-    def _takes_pages(self, fn: Function) -> bool:
-        for call in fn.call_refs:
-            name = self.program.canonical(call.callee or "")
-            if not call.indirect and (name in self.gup.array or name in self.rel.single):
-                return True
-        return False
 
     def summary(self, fn: Function, depth: int) -> Summary:
         if fn.key in self.summaries:

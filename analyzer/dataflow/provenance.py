@@ -158,7 +158,7 @@ class Provenance:
                     queued.add(f.key)
                     heapq.heappush(work, (self._order[f.key], f.key))
 
-        push(f for f in self.program.functions() if self._has_source(f))
+        push(self.program.calling(self.gup.array | self.gup.single))
         limit = 20 * max(len(self._order), 1)
         while work and limit > 0:
             limit -= 1
@@ -176,13 +176,6 @@ class Provenance:
     def _site_order(self, k: tuple[str, int, int]) -> tuple[str, Loc, int]:
         site = self.sites[k]
         return (site.function.path, site.call.loc, k[2])
-
-    def _has_source(self, fn: Function) -> bool:
-        for call in fn.call_refs:
-            name = self.program.canonical(call.callee or "")
-            if not call.indirect and (name in self.gup.array or name in self.gup.single):
-                return True
-        return False
 
     def _affected(self) -> list[Function]:
         out: list[Function] = []

@@ -11,6 +11,7 @@ Resolution rules (the C linker's, approximated):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from analyzer.ir import Call, CallRef, FileIR, Function, Param, TypeRef
@@ -147,6 +148,23 @@ class Program:
                 s for s in sites if any(t is fn for t in self.resolve(s.caller, s.ref))
             ]
         return self._callers[fn.key]
+
+    def calling(self, names: AbstractSet[str]) -> list[Function]:
+        """The scanned functions that call one of `names` directly (by the name or by a
+        macro alias of it), in program order. Found through the callers index: the
+        whole tree has 85,000 functions and 530,000 calls, and few call these."""
+        order, index = self._call_index()
+        scanned = sum(len(f.functions) for f in self.files.values())  # order's first ones
+        spelled = [n for n in index if self.canonical(n) in names]
+        found = sorted({i for n in spelled for i in index[n] if i < scanned})
+        return [
+            order[i]
+            for i in found
+            if any(
+                not ref.indirect and self.canonical(ref.callee or "") in names
+                for ref in order[i].call_refs
+            )
+        ]
 
     def _call_index(self) -> tuple[list[Function], dict[str, list[int]]]:
         """Every function in program order, and callee name -> the indexes in that order
