@@ -18,7 +18,7 @@ from analyzer.dataflow.ownership import Event, Ownership
 from analyzer.dataflow.provenance import Provenance
 from analyzer.factstore import FactStore, digest
 from analyzer.frontend.parse import InputError, check_source, parse_bytes
-from analyzer.ir import FileIR, Function, Status
+from analyzer.ir import FileIR, Function, Status, give_bodies, take_bodies
 from analyzer.model import (
     CallEdge,
     Coverage,
@@ -33,6 +33,7 @@ from analyzer.program.model import CallSite, Program
 from analyzer.program.tree import (
     DefinitionIndex,
     Discovery,
+    TreeError,
     definition_files,
     discover,
     kernel_version,
@@ -97,15 +98,26 @@ class _Job:
     rel: str
     relevant: Relevance  # what a file must hold to be lowered (rules/api/prefilter.yaml)
     lower_all: bool  # lower files that hold none of them too
-    pickled: bool  # hand the entry back pickled, ready for the fact store
+    pickled: bool  # hand the entry back pickled, ready for the fact store (_Pickled)
 
 
-def _parse_one(job: _Job) -> tuple[str, str, Entry | bytes]:
+# An entry pickled without its function bodies, and the bodies pickled apart (None when
+# it holds no IR): how the fact store keeps them.
+_Pickled = tuple[bytes, bytes | None]
+
+
+def _parse_one(job: _Job) -> tuple[str, str, Entry | _Pickled]:
     """(rel, content hash, entry) of one file; runs in worker processes."""
+    d, entry = _read_entry(job)
+    return job.rel, d, _pickle(entry) if job.pickled else entry
+
+
+def _read_entry(job: _Job) -> tuple[str, Entry]:
+    """The content hash ("" when unreadable) and the entry of one file."""
     try:
         data = (job.tree / job.rel).read_bytes()
     except OSError as e:
-        return job.rel, "", (True, f"{job.rel}: cannot read: {e.strerror or e}")
+        return "", (True, f"{job.rel}: cannot read: {e.strerror or e}")
     relevant = job.relevant(data)
     entry: Entry
     problem = check_source(data, job.rel)
@@ -118,9 +130,42 @@ def _parse_one(job: _Job) -> tuple[str, str, Entry | bytes]:
             entry = (relevant, str(e))
     else:
         entry = (False, None)
-    if job.pickled:
-        return job.rel, digest(data), pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
-    return job.rel, digest(data), entry
+    return digest(data), entry
+
+
+def _pickle(entry: Entry) -> _Pickled:
+    ir = entry[1]
+    bodies = None
+    if isinstance(ir, FileIR):
+        bodies = pickle.dumps(take_bodies(ir), pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(entry, pickle.HIGHEST_PROTOCOL), bodies
+
+
+class _StoredBodies:
+    """The function bodies of a file whose IR came from the fact store, read from the
+    store when an analysis first asks for one. When the store's copy is damaged or gone,
+    the file is lowered again (and stored again)."""
+
+    def __init__(self, tree: Path, rel: str, d: str, store: FactStore) -> None:
+        self.tree, self.rel, self.digest, self.store = tree, rel, d, store
+        self.bodies: tuple[bytes, ...] | None = None
+
+    def body(self, index: int) -> bytes:
+        if self.bodies is None:
+            self.bodies = self.store.bodies(self.rel, self.digest)
+            if self.bodies is None:
+                self.bodies = self._lower_again()
+        return self.bodies[index]
+
+    def _lower_again(self) -> tuple[bytes, ...]:
+        relevant = load_api().relevance(load_rules())
+        d, entry = _read_entry(_Job(self.tree, self.rel, relevant, True, True))
+        blob, bodies = _pickle(entry)
+        if d != self.digest or bodies is None:
+            raise TreeError(f"{self.rel}: changed while krefaudit ran; run it again")
+        self.store.put_files([(self.rel, d, blob, bodies)])
+        got: tuple[bytes, ...] = pickle.loads(bodies)
+        return got
 
 
 def _usable(entry: Entry, lower_all: bool) -> bool:
@@ -156,17 +201,22 @@ def _entries(
     if store is not None:
         wanted = _digests(tree, rels, store).items()
         cached = {rel: (d, e) for rel, d, e in store.files(wanted) if _usable(e, lower_all)}
+        for rel, (d, (_relevant, ir)) in cached.items():
+            if isinstance(ir, FileIR):
+                give_bodies(ir, _StoredBodies(tree, rel, d, store))
     relevant = load_api().relevance(load_rules())
     work = [
         _Job(tree, rel, relevant, lower_all, store is not None) for rel in rels if rel not in cached
     ]
     if jobs > 1 and len(work) > 1:
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
-        results: Iterator[tuple[str, str, Entry | bytes]] = pool.map(_parse_one, work, chunksize=8)
+        results: Iterator[tuple[str, str, Entry | _Pickled]] = pool.map(
+            _parse_one, work, chunksize=8
+        )
     else:
         pool = None
         results = map(_parse_one, work)
-    fresh: list[tuple[str, str, bytes]] = []
+    fresh: list[tuple[str, str, bytes, bytes | None]] = []
     try:
         for i, rel in enumerate(rels):
             if progress is not None and i % 50 == 0:
@@ -176,10 +226,13 @@ def _entries(
                 continue
             got, d, res = next(results)
             assert got == rel
-            if isinstance(res, bytes):
+            if isinstance(res, tuple) and isinstance(res[0], bytes):
+                blob, bodies = res
                 if d:
-                    fresh.append((rel, d, res))
-                res = pickle.loads(res)
+                    fresh.append((rel, d, blob, bodies))
+                res = pickle.loads(blob)
+                if bodies is not None:
+                    give_bodies(res[1], pickle.loads(bodies))
             yield rel, d, res
             if len(fresh) >= 256 and store is not None:
                 store.put_files(fresh)

@@ -1,8 +1,11 @@
 """The fact store: what earlier runs learned, kept in one SQLite file between runs.
 
-Three tables, each keyed so that a stale entry can never be read:
-- ``files``: per source file, its lowered IR (or why it was not lowered), keyed by its
-  path in the tree and the hash of its bytes;
+Four tables, each keyed so that a stale entry can never be read:
+- ``files``: per source file, its lowered IR without the function bodies (or why it
+  was not lowered), keyed by its path in the tree and the hash of its bytes;
+- ``bodies``: the function bodies of each lowered file, under the same key: a run reads
+  every file's call graph, but the bodies of only a few files, each when an analysis
+  first asks for one;
 - ``results``: a whole run's result, keyed by the hash of every input it read (the
   scanned files, the headers and mm/ files its context comes from, the top Makefile,
   the paths and options);
@@ -39,7 +42,7 @@ import analyzer
 from analyzer.rules.loader import rules_dir
 
 DB_NAME = "facts.sqlite"
-_SCHEMA = 2  # the tables' layout; a store of another layout is emptied on open
+_SCHEMA = 3  # the tables' layout; a store of another layout is emptied on open
 # Results kept per salt: a few trees, subtrees and patch revisions.
 _MAX_RESULTS = 32
 # A file modified this close to its hashing may change again within the same mtime
@@ -125,7 +128,8 @@ class FactStore:
                 db.executescript(
                     f"""
                     DROP TABLE IF EXISTS stats; DROP TABLE IF EXISTS files;
-                    DROP TABLE IF EXISTS results; PRAGMA user_version = {_SCHEMA};
+                    DROP TABLE IF EXISTS bodies; DROP TABLE IF EXISTS results;
+                    PRAGMA user_version = {_SCHEMA};
                     """
                 )
             db.executescript(
@@ -135,12 +139,16 @@ class FactStore:
                 CREATE TABLE IF NOT EXISTS files (
                     salt TEXT, rel TEXT, digest TEXT, blob BLOB, checksum TEXT,
                     PRIMARY KEY (salt, rel, digest));
+                CREATE TABLE IF NOT EXISTS bodies (
+                    salt TEXT, rel TEXT, digest TEXT, blob BLOB, checksum TEXT,
+                    PRIMARY KEY (salt, rel, digest));
                 CREATE TABLE IF NOT EXISTS results (
                     salt TEXT, key TEXT PRIMARY KEY, blob BLOB, checksum TEXT);
                 """
             )
             with db:
                 db.execute("DELETE FROM files WHERE salt != ?", (self.salt,))
+                db.execute("DELETE FROM bodies WHERE salt != ?", (self.salt,))
                 db.execute("DELETE FROM results WHERE salt != ?", (self.salt,))
         except BaseException:
             db.close()
@@ -209,26 +217,54 @@ class FactStore:
     def files(self, wanted: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, Any]]:
         """(rel, digest, object) of the cached ones among `wanted` (rel, digest) pairs."""
         for rel, d in wanted:
-            row = self._read(
-                "SELECT blob, checksum FROM files WHERE salt = ? AND rel = ? AND digest = ?",
-                (self.salt, rel, d),
-            )
-            if row is None:
-                continue
-            obj = self._load(rel, row[0], row[1])
-            if obj is None:
-                self._write(
-                    "DELETE FROM files WHERE salt = ? AND rel = ? AND digest = ?",
-                    [(self.salt, rel, d)],
-                )
-                continue
-            yield rel, d, obj
+            obj = self._entry("files", rel, d)
+            if obj is not None:
+                yield rel, d, obj
 
-    def put_files(self, entries: Iterable[tuple[str, str, bytes]]) -> None:
-        """Store (rel, digest, pickled object) entries."""
+    def bodies(self, rel: str, d: str) -> tuple[bytes, ...] | None:
+        """The pickled function bodies stored with `rel`'s entry; None when they are
+        missing or damaged (and then the file's entry is dropped too)."""
+        obj = self._entry("bodies", rel, d)
+        if isinstance(obj, tuple) and all(isinstance(b, bytes) for b in obj):
+            return obj
+        if obj is not None:
+            self.warn(f"cache: damaged entry for {rel}'s bodies (not bytes); computed again")
+        self._drop(("files", "bodies"), rel, d)
+        return None
+
+    def _entry(self, table: str, rel: str, d: str) -> Any:
+        row = self._read(
+            f"SELECT blob, checksum FROM {table} WHERE salt = ? AND rel = ? AND digest = ?",
+            (self.salt, rel, d),
+        )
+        if row is None:
+            return None
+        obj = self._load(rel if table == "files" else f"{rel}'s bodies", row[0], row[1])
+        if obj is None:
+            self._drop((table,), rel, d)
+        return obj
+
+    def _drop(self, tables: tuple[str, ...], rel: str, d: str) -> None:
+        for table in tables:
+            self._write(
+                f"DELETE FROM {table} WHERE salt = ? AND rel = ? AND digest = ?",
+                [(self.salt, rel, d)],
+            )
+
+    def put_files(self, entries: Iterable[tuple[str, str, bytes, bytes | None]]) -> None:
+        """Store (rel, digest, pickled object, pickled bodies or None) entries."""
+        entries = list(entries)
         self._write(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-            ((self.salt, rel, d, blob, digest(blob)) for rel, d, blob in entries),
+            ((self.salt, rel, d, blob, digest(blob)) for rel, d, blob, _ in entries),
+        )
+        self._write(
+            "INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?, ?)",
+            (
+                (self.salt, rel, d, bodies, digest(bodies))
+                for rel, d, _, bodies in entries
+                if bodies is not None
+            ),
         )
 
     def result(self, key: str) -> Any:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 _T = TypeVar("_T")
 
@@ -405,11 +405,27 @@ class Body:
     locals: dict[str, TypeRef]
 
 
+class BodySource(Protocol):
+    """Where the pickled bodies of one file's functions can be fetched from (the fact
+    store), by the functions' order in the file."""
+
+    def body(self, index: int) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBody:
+    """The body of a function whose file came from the fact store: the store keeps
+    bodies apart from the rest of a file's IR, and hands them out when first read."""
+
+    source: BodySource
+    index: int
+
+
 @dataclass(slots=True)
 class Function:
-    """A function definition. Its body is held pickled until an analysis first reads it
-    (`cfg`, `locals`, `calls()`): a program of many files keeps in memory only what the
-    call graph needs of most of them."""
+    """A function definition. Its body is held pickled, or left in the fact store,
+    until an analysis first reads it (`cfg`, `locals`, `calls()`): a program of many
+    files keeps in memory only what the call graph needs of most of them."""
 
     name: str
     path: str  # relative to the tree root
@@ -425,7 +441,8 @@ class Function:
     # which structs' fields it accesses
     shared: frozenset[str]
     accesses: frozenset[tuple[str | None, tuple[str, ...]]]
-    body: Body | bytes
+    # None only between take_bodies() and give_bodies()
+    body: Body | bytes | StoredBody | None
     status: Status
     # Program-wide identity, "path:name" ("path:name#2" for a second definition of the
     # name in one file, under other #if branches). Set by the front end.
@@ -433,8 +450,17 @@ class Function:
 
     def _body(self) -> Body:
         body = self.body
-        if isinstance(body, bytes):
-            body = self.body = pickle.loads(body)
+        if not isinstance(body, Body):
+            body = self.body = pickle.loads(self.pickled_body())
+        return body
+
+    def pickled_body(self) -> bytes:
+        body = self.body
+        if isinstance(body, StoredBody):
+            return body.source.body(body.index)
+        if isinstance(body, Body):
+            return pickle.dumps(body, pickle.HIGHEST_PROTOCOL)
+        assert body is not None, f"{self.key}: body taken and not given back"
         return body
 
     @property
@@ -447,15 +473,12 @@ class Function:
 
     @property
     def body_loaded(self) -> bool:
-        return not isinstance(self.body, bytes)
+        return isinstance(self.body, Body)
 
     def calls(self) -> list[tuple[int, Call]]:
         return [(n, c) for n, ins in enumerate(self.cfg.instrs) for c in ins.calls]
 
     def __reduce__(self) -> tuple[type[Function], tuple[Any, ...]]:
-        body = self.body
-        if not isinstance(body, bytes):
-            body = pickle.dumps(body, pickle.HIGHEST_PROTOCOL)
         return Function, (
             self.name,
             self.path,
@@ -469,7 +492,7 @@ class Function:
             self.call_refs,
             self.shared,
             self.accesses,
-            body,
+            None if self.body is None else self.pickled_body(),
             self.status,
             self.key,
         )
@@ -521,3 +544,18 @@ def shape_of(ir: FileIR) -> str:
     stores = [(s.field, s.func) for s in ir.fnptr_stores]
     facts = (ir.prototypes, stores, sorted(ir.exports), ir.struct_fields, ir.macro_aliases)
     return hashlib.blake2b(repr((fns, facts)).encode(), digest_size=16).hexdigest()
+
+
+def take_bodies(ir: FileIR) -> tuple[bytes, ...]:
+    """The pickled bodies of `ir`'s functions, in order, taken out of it: `ir` then
+    pickles without them, so the fact store can keep the two apart."""
+    bodies = tuple(fn.pickled_body() for fn in ir.functions)
+    for fn in ir.functions:
+        fn.body = None
+    return bodies
+
+
+def give_bodies(ir: FileIR, bodies: tuple[bytes, ...] | BodySource) -> None:
+    """Put back the bodies take_bodies() took, or where the store keeps them."""
+    for i, fn in enumerate(ir.functions):
+        fn.body = bodies[i] if isinstance(bodies, tuple) else StoredBody(bodies, i)

@@ -4,6 +4,7 @@ and survives damage and a killed process."""
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ from analyzer import engine, factstore
 from analyzer.cli import main
 from analyzer.factstore import DB_NAME, FactStore
 from analyzer.model import RunResult
+from analyzer.program.tree import TreeError
 from analyzer.report.json_report import render_json
 from analyzer.rules import loader
 from tests.fixture_markers import FIXTURES
@@ -253,6 +255,53 @@ def test_a_body_change_an_analysis_read_is_analyzed(tmp_path: Path, rec: Recorde
     assert [f.function for f in warm.findings if f.rule_id == "tail-ref-race"] == ["caller"]
 
 
+def test_a_warm_analysis_fetches_only_the_bodies_it_reads(
+    tmp_path: Path, rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store keeps function bodies apart from the rest of a file's IR: a warm run
+    that analyzes again fetches the bodies of the files its analyses read, each file's
+    once, and no others."""
+    tree = copy_tree(V31, tmp_path / "t")
+    (tree / "mm" / "stats.c").write_text(STATS)
+    cold = scan(tree, rec.store(tmp_path / "c"))
+    con = sqlite3.connect(tmp_path / "c" / DB_NAME)
+    with con:
+        con.execute("DELETE FROM results")
+    con.close()
+    fetched: list[str] = []
+    fetch = FactStore.bodies
+
+    def counting(self: FactStore, rel: str, d: str) -> tuple[bytes, ...] | None:
+        fetched.append(rel)
+        return fetch(self, rel, d)
+
+    monkeypatch.setattr(FactStore, "bodies", counting)
+    rec.lowered.clear()
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert same(warm, cold) and rec.analyses == 2 and rec.lowered == []
+    assert "fs/direct-io.c" in fetched and "mm/stats.c" not in fetched
+    assert len(fetched) == len(set(fetched))
+    assert rec.warnings == []
+
+
+def test_a_file_changed_before_its_damaged_bodies_are_read(tmp_path: Path, rec: Recorder) -> None:
+    """Bodies the store lost are lowered again from the file, which must still be the
+    file the rest of its IR came from."""
+    tree = copy_tree(V31, tmp_path / "t")
+    store = rec.store(tmp_path / "c")
+    rel = "fs/direct-io.c"
+    d = store.file_digest(str(tree / rel))
+    bodies = engine._StoredBodies(tree, rel, d, store)
+    assert pickle.loads(bodies.body(0)).cfg.instrs, "missing bodies are lowered again"
+    assert store.bodies(rel, d) is not None, "and stored"
+    with store.db:
+        store.db.execute("DELETE FROM bodies")
+    (tree / rel).write_text((tree / rel).read_text() + "\nint added;\n")
+    with pytest.raises(TreeError, match="fs/direct-io.c: changed while krefaudit ran"):
+        engine._StoredBodies(tree, rel, d, store).body(0)
+    store.close()
+
+
 @pytest.fixture
 def own_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A copy of rules/ that the test may edit, used by the loader and the store."""
@@ -301,12 +350,12 @@ def _damage(db: Path, table: str) -> None:
             mid = len(blob) // 2
             bad = blob[:mid] + bytes([blob[mid] ^ 0x55]) + blob[mid + 1 :]
             con.execute(f"UPDATE {table} SET blob = ? WHERE rowid = ?", (bad, rowid))
-        if table == "files":  # no whole-run result to answer from: the files are read
+        if table != "results":  # no whole-run result to answer from: the files are read
             con.execute("DELETE FROM results")
     con.close()
 
 
-@pytest.mark.parametrize("table", ["files", "results"])
+@pytest.mark.parametrize("table", ["files", "bodies", "results"])
 def test_a_damaged_entry_is_detected_and_rebuilt(tmp_path: Path, rec: Recorder, table: str) -> None:
     tree = copy_tree(V31, tmp_path / "t")
     cold = scan(tree, rec.store(tmp_path / "c"))
