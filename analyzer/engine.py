@@ -528,28 +528,30 @@ def scan(
 
     if store is None:
         return analyze(None)[0]
-    options = (paths, refcount_model, lower_all)
-    digests = _digests(tree, [*discovery.files, *definitions, "Makefile"], store)
-    key = _content_key((store.salt, discovery.problems, options), digests)
-    hit = store.result(key)
-    if isinstance(hit, RunResult) and (hit.has_functions or not functions):
-        return dataclasses.replace(hit, tree=str(tree))
-    scanned = set(discovery.files)
-    outside = {rel: digests.get(rel, "") for rel in definitions if rel not in scanned}
-    memo_key = "memo:" + _content_key((store.salt, discovery, options), {})
-    memo = store.result(memo_key)
-    reused = None
-    if isinstance(memo, _Memo) and (memo.result.has_functions or not functions):
-        reused = _reuse(tree, discovery, digests, outside, memo, jobs, store, lower_all)
-    if reused is not None:
-        memo, result = reused
-    else:
-        result, parsed, skipped = analyze(store)
-        bare = dataclasses.replace(result, coverage=Coverage(()), diagnostics=())
-        memo = _Memo(_read_marks(parsed), outside, bare, tuple(skipped))
-    store.put_result(key, result)
-    store.put_result(memo_key, memo)
-    return result
+    # One scan sees one version of each file, and stats it once.
+    with store.snapshot():
+        options = (paths, refcount_model, lower_all)
+        digests = _digests(tree, [*discovery.files, *definitions, "Makefile"], store)
+        key = _content_key((store.salt, discovery.problems, options), digests)
+        hit = store.result(key)
+        if isinstance(hit, RunResult) and (hit.has_functions or not functions):
+            return dataclasses.replace(hit, tree=str(tree))
+        scanned = set(discovery.files)
+        outside = {rel: digests.get(rel, "") for rel in definitions if rel not in scanned}
+        memo_key = "memo:" + _content_key((store.salt, discovery, options), {})
+        memo = store.result(memo_key)
+        reused = None
+        if isinstance(memo, _Memo) and (memo.result.has_functions or not functions):
+            reused = _reuse(tree, discovery, digests, outside, memo, jobs, store, lower_all)
+        if reused is not None:
+            memo, result = reused
+        else:
+            result, parsed, skipped = analyze(store)
+            bare = dataclasses.replace(result, coverage=Coverage(()), diagnostics=())
+            memo = _Memo(_read_marks(parsed), outside, bare, tuple(skipped))
+        store.put_result(key, result)
+        store.put_result(memo_key, memo)
+        return result
 
 
 def _read_marks(parsed: Parsed) -> dict[str, _Seen]:

@@ -284,6 +284,31 @@ def test_a_warm_analysis_fetches_only_the_bodies_it_reads(
     assert rec.warnings == []
 
 
+def test_one_scan_sees_one_version_of_each_file(
+    tmp_path: Path, rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan asks for each file's hash several times (its result's key, its entries,
+    its context): within store.snapshot() the file is looked at once."""
+    store = rec.store(tmp_path / "c")
+    path = tmp_path / "a.c"
+    path.write_text("int a;\n")
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting(p: str, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(p)
+        return real_stat(p, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(factstore.os, "stat", counting)
+    with store.snapshot():
+        first = store.file_digest(str(path))
+        path.write_text("int b;\n")
+        assert store.file_digest(str(path)) == first
+    assert stats == [str(path)]
+    assert store.file_digest(str(path)) != first, "a new scan sees the change"
+    store.close()
+
+
 def test_a_file_changed_before_its_damaged_bodies_are_read(tmp_path: Path, rec: Recorder) -> None:
     """Bodies the store lost are lowered again from the file, which must still be the
     file the rest of its IR came from."""
