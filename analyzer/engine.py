@@ -38,6 +38,7 @@ from analyzer.program.tree import (
     discover,
     kernel_version,
 )
+from analyzer.records import record
 from analyzer.rules import refmodel, release
 from analyzer.rules.loader import KernelApi, Relevance, load_api, load_rules
 from analyzer.rules.tail_ref_race import TailRefRace
@@ -49,6 +50,7 @@ _CONTEXT_DEPTH = 4
 Progress = Callable[[str], None]
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class _Seen:
     """What a run made of one scanned file."""

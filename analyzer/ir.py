@@ -6,52 +6,17 @@ Analyses read only these types; no tree-sitter node ever leaves the front end.
 from __future__ import annotations
 
 import hashlib
-import operator
 import pickle
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-_T = TypeVar("_T")
-
-
-def _fast(cls: type[_T]) -> type[_T]:
-    """Make a frozen, slotted dataclass quick to build and to pickle; IR values are made
-    by the million (lowering, and loading from worker processes and the fact store).
-    - Construction: the generated __init__ of a frozen dataclass sets each field with
-      object.__setattr__, 2.5 times slower than a plain one; this one sets the slots
-      through their descriptors. Assignment after construction still raises.
-    - Pickling: as a call of the class with the field values, several times faster to
-      load than the per-field state dataclasses give slotted classes."""
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    env: dict[str, Any] = {f"_set_{n}": getattr(cls, n).__set__ for n in names}
-    params = []
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.default_factory is not MISSING:
-            raise TypeError(f"{cls.__name__}.{f.name}: default factories are not supported")
-        if f.default is MISSING:
-            params.append(f.name)
-        else:
-            env[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-    sets = "".join(f"\n    _set_{n}(self, {n})" for n in names)
-    exec(f"def __init__(self, {', '.join(params)}):{sets}", env)  # noqa: S102 - fixed text
-    env["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = env["__init__"]  # type: ignore[method-assign]
-
-    get = operator.attrgetter(*names)
-    one = len(names) == 1  # attrgetter of one name returns the value, not a tuple
-
-    def reduce(self: Any) -> tuple[type[_T], tuple[Any, ...]]:
-        return cls, (get(self),) if one else get(self)
-
-    cls.__reduce__ = reduce  # type: ignore[method-assign]
-    return cls
+from analyzer.records import record
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True, order=True)
 class Loc:
     line: int  # 1-based
@@ -59,13 +24,13 @@ class Loc:
 
 
 # ---------------------------------------------------------------- expressions
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Name:
     id: str
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Field:
     base: Expr
@@ -73,26 +38,26 @@ class Field:
     arrow: bool
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Index:
     base: Expr
     index: Expr
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class AddrOf:
     operand: Expr
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Deref:
     operand: Expr
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Call:
     callee: str | None  # the called name for a direct call (or a call through a field)
@@ -105,13 +70,13 @@ class Call:
         return self.target is not None
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Const:
     text: str
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Op:
     """Any other operator: binary, unary, ``?:``, comma, cast (op ``cast``), sizeof."""
@@ -298,7 +263,7 @@ def type_name(t: TypeRef | None) -> str | None:
     return t.struct or _QUALIFIERS.sub("", t.text).strip() or None
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class TypeRef:
     """What the analyses need of a C type: the struct it names and the pointer depth."""
@@ -308,7 +273,7 @@ class TypeRef:
     ptr: int = 0
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str | None
@@ -326,7 +291,7 @@ class Kind(Enum):
     NOP = "nop"  # labels, loop heads, joins
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Instr:
     kind: Kind
@@ -384,7 +349,7 @@ class Status(Enum):
     RECOVERED = "recovered"  # lowered around tree-sitter's error recovery
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class CallRef:
     """A call as the call graph sees it, without the body: the `index`-th call of CFG
@@ -498,7 +463,7 @@ class Function:
         )
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class Skipped:
     name: str
@@ -506,7 +471,7 @@ class Skipped:
     reason: str
 
 
-@_fast
+@record
 @dataclass(frozen=True, slots=True)
 class FnPtrStore:
     """A function's address stored into a struct field: a possible indirect-call target."""

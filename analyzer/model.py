@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
 
+from analyzer.records import record
+
 
 class Severity(Enum):
     ERROR = "error"
@@ -62,6 +64,7 @@ def fingerprint(rule_id: str, path: str, function: str, anchor: str, source: str
     return f"{FINGERPRINT_VERSION}:{digest}"
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class SkippedFunction:
     path: str
@@ -70,6 +73,7 @@ class SkippedFunction:
     reason: str
 
 
+@record
 @dataclass(frozen=True, slots=True)
 class FileCoverage:
     path: str
