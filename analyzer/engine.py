@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import multiprocessing
 import os
 import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyzer import __version__
@@ -69,6 +70,9 @@ class Parsed:
     files: list[FileIR]
     seen: dict[str, _Seen]  # every discovered file, in discovery order
     problems: tuple[str, ...]  # of the discovery
+    # Files lowered while the scanned ones were, because the context may need them
+    # (see _prefetch); None for one that could not be lowered.
+    prefetched: dict[str, FileIR | None] = field(default_factory=dict)
 
     @property
     def coverage(self) -> Coverage:
@@ -189,6 +193,26 @@ def _digests(tree: Path, rels: list[str] | tuple[str, ...], store: FactStore) ->
     return out
 
 
+# With a store, a run that lowers fewer files than this most likely finds its context's
+# choice there, without the definition search a prefetch costs (about as long as
+# lowering 20 files on two cores).
+_PREFETCH_WORK = 100
+
+
+def _cached(
+    tree: Path, rels: tuple[str, ...], lower_all: bool, store: FactStore | None
+) -> dict[str, tuple[str, Entry]]:
+    """(content hash, entry) of those of `rels` the store holds for this run."""
+    if store is None:
+        return {}
+    wanted = _digests(tree, rels, store).items()
+    cached = {rel: (d, e) for rel, d, e in store.files(wanted) if _usable(e, lower_all)}
+    for rel, (d, (_relevant, ir)) in cached.items():
+        if isinstance(ir, FileIR):
+            give_bodies(ir, _StoredBodies(tree, rel, d, store))
+    return cached
+
+
 def _entries(
     tree: Path,
     rels: tuple[str, ...],
@@ -196,32 +220,36 @@ def _entries(
     jobs: int,
     store: FactStore | None,
     progress: Progress | None,
+    prefetch: Callable[[], tuple[str, ...]] | None = None,
 ) -> Iterator[tuple[str, str, Entry]]:
     """(rel, content hash, entry) of each of `rels`, in order: from the store, else from
-    the front end in `jobs` processes (and then stored)."""
-    cached: dict[str, tuple[str, Entry]] = {}
-    if store is not None:
-        wanted = _digests(tree, rels, store).items()
-        cached = {rel: (d, e) for rel, d, e in store.files(wanted) if _usable(e, lower_all)}
-        for rel, (d, (_relevant, ir)) in cached.items():
-            if isinstance(ir, FileIR):
-                give_bodies(ir, _StoredBodies(tree, rel, d, store))
+    the front end in `jobs` processes (and then stored). When the processes start,
+    `prefetch` is asked, while they work, for more files; their entries (lowered
+    whatever their text) follow, in its order."""
+    cached = _cached(tree, rels, lower_all, store)
     relevant = load_api().relevance(load_rules())
     work = [
         _Job(tree, rel, relevant, lower_all, store is not None) for rel in rels if rel not in cached
     ]
+    more: tuple[str, ...] = ()
     if jobs > 1 and len(work) > 1:
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
         results: Iterator[tuple[str, str, Entry | _Pickled]] = pool.map(
             _parse_one, work, chunksize=8
         )
+        if prefetch is not None and (store is None or len(work) >= _PREFETCH_WORK):
+            more = prefetch()
+            cached.update(_cached(tree, more, True, store))
+            extra = [_Job(tree, rel, relevant, True, store is not None) for rel in more]
+            later = pool.map(_parse_one, [job for job in extra if job.rel not in cached])
+            results = itertools.chain(results, later)
     else:
         pool = None
         results = map(_parse_one, work)
     fresh: list[tuple[str, str, bytes, bytes | None]] = []
     try:
-        for i, rel in enumerate(rels):
-            if progress is not None and i % 50 == 0:
+        for i, rel in enumerate((*rels, *more)):
+            if progress is not None and i % 50 == 0 and i < len(rels):
                 progress(f"parsing {i}/{len(rels)} {rel}")
             if rel in cached:
                 yield rel, *cached[rel]
@@ -268,14 +296,21 @@ def _parse(
     jobs: int,
     store: FactStore | None,
     lower_all: bool,
+    prefetch: Callable[[], tuple[str, ...]] | None = None,
 ) -> Parsed:
     files: list[FileIR] = []
     seen: dict[str, _Seen] = {}
-    for rel, d, entry in _entries(tree, found.files, lower_all, jobs, store, progress):
+    prefetched: dict[str, FileIR | None] = {}
+    scanned = len(found.files)
+    entries = _entries(tree, found.files, lower_all, jobs, store, progress, prefetch)
+    for i, (rel, d, entry) in enumerate(entries):
+        if i >= scanned:
+            prefetched[rel] = entry[1] if isinstance(entry[1], FileIR) else None
+            continue
         seen[rel] = _seen(rel, d, entry, lower_all)
         if seen[rel].shape is not None:
             files.append(entry[1])  # type: ignore[arg-type]
-    return Parsed(files, seen, found.problems)
+    return Parsed(files, seen, found.problems, prefetched)
 
 
 def _seen(rel: str, digest: str, entry: Entry, lower_all: bool) -> _Seen:
@@ -316,30 +351,43 @@ def _probe(scanned: dict[str, Function], name: str) -> tuple[str, ...] | None:
     return None if fn is None else tuple(c.callee or "" for c in fn.call_refs)
 
 
+def _first_wanted(api: KernelApi) -> set[str]:
+    """The names the context is looked up for first (see _choose_context)."""
+    return {"get_page", *api.gup.array, *api.release.release}
+
+
+def _prefetch(index: DefinitionIndex, api: KernelApi, scanned: Discovery) -> tuple[str, ...]:
+    """The files the context's first look-up can choose, whatever the scanned files
+    define: a cold run lowers them in its worker processes, with the scanned files,
+    rather than one after another once those are done."""
+    found = set(scanned.files)
+    return tuple(rel for rel in index.files_defining(_first_wanted(api)) if rel not in found)
+
+
 def _choose_context(
     tree: Path,
-    definitions: list[str],
+    index: DefinitionIndex,
+    parsed: Parsed,
     scanned: dict[str, Function],
-    seen: set[str],
     api: KernelApi,
     store: FactStore | None,
 ) -> tuple[_ContextChoice, list[FileIR]]:
     """Headers (and mm/ files) that define what the rules need: prototypes of the GUP
     family and release primitives, get_page() and, a few levels deep, the functions it
     calls; each name the scanned files define themselves is not looked up."""
-    index = DefinitionIndex(tree, definitions)
+    seen = {f.path for f in parsed.files}
     chosen: dict[str, FileIR] = {}
     probes: dict[str, tuple[str, ...] | None] = {}
     defined = dict(scanned)
     followed = {"get_page"}
-    wanted = followed | set(api.gup.array) | set(api.release.release)
+    wanted = _first_wanted(api)
     for _ in range(_CONTEXT_DEPTH):
         probes.update((n, _probe(scanned, n)) for n in wanted | followed)
         for rel in index.files_defining({n for n in wanted if n not in defined}):
             if rel in seen:
                 continue
             seen.add(rel)
-            ir = _context_file(tree, rel, store)
+            ir = _context_file(tree, rel, store, parsed)
             if ir is None:
                 continue
             chosen[rel] = ir
@@ -356,36 +404,38 @@ def _choose_context(
     return choice, [chosen[rel] for rel in choice.files]
 
 
-def _context_file(tree: Path, rel: str, store: FactStore | None) -> FileIR | None:
+def _context_file(tree: Path, rel: str, store: FactStore | None, parsed: Parsed) -> FileIR | None:
+    if rel in parsed.prefetched:
+        return parsed.prefetched[rel]
     ((_rel, _d, (_relevant, ir)),) = _entries(tree, (rel,), True, 1, store, None)
     return ir if isinstance(ir, FileIR) else None
 
 
 def load_context(
     tree: Path,
-    files: list[FileIR],
+    parsed: Parsed,
     api: KernelApi,
     store: FactStore | None,
-    definitions: list[str],
+    index: DefinitionIndex,
 ) -> list[FileIR]:
-    """The context files of a scan of `files` (see _choose_context); `definitions` are
-    the tree's definition_files(). With a store, the choice of an earlier run over the
-    same headers is reused when it still holds."""
-    scanned = {fn.name: fn for f in files for fn in f.functions}
-    seen = {f.path for f in files}
+    """The context files of a scan (see _choose_context); `index` holds the tree's
+    definition_files(). With a store, the choice of an earlier run over the same
+    headers is reused when it still holds."""
+    scanned = {fn.name: fn for f in parsed.files for fn in f.functions}
     if store is None:
-        return _choose_context(tree, definitions, scanned, seen, api, None)[1]
+        return _choose_context(tree, index, parsed, scanned, api, None)[1]
     # The scanned files count by their paths and the probes' answers; the other files
     # the search reads, by their content.
-    searched = [rel for rel in definitions if rel not in seen]
+    seen = {f.path for f in parsed.files}
+    searched = [rel for rel in index.files if rel not in seen]
     key = "context:" + _content_key((store.salt, sorted(seen)), _digests(tree, searched, store))
     memo = store.result(key)
     if isinstance(memo, _ContextChoice) and all(
         _probe(scanned, n) == answer for n, answer in memo.probes
     ):
-        found = [_context_file(tree, rel, store) for rel in memo.files]
+        found = [_context_file(tree, rel, store, parsed) for rel in memo.files]
         return [ir for ir in found if ir is not None]
-    choice, context = _choose_context(tree, definitions, scanned, seen, api, store)
+    choice, context = _choose_context(tree, index, parsed, scanned, api, store)
     store.put_result(key, choice)
     return context
 
@@ -580,10 +630,13 @@ def _analyze(
     refcount_model, lower_all, with_functions = options
     api = load_api()
     rules = load_rules()
-    parsed = _parse(tree, discovery, progress, jobs, store, lower_all)
+    index = DefinitionIndex(tree, definitions)
+    parsed = _parse(
+        tree, discovery, progress, jobs, store, lower_all, lambda: _prefetch(index, api, discovery)
+    )
     if progress is not None:
         progress("reading the tree's headers")
-    context = load_context(tree, parsed.files, api, store, definitions)
+    context = load_context(tree, parsed, api, store, index)
     program = Program(parsed.files, context)
     locks = LockAnalysis(program, api.locks)
     model = refmodel.detect(program, api, locks, refcount_model)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from analyzer import engine
 from analyzer.engine import parse_paths
 from analyzer.program.model import Program
-from analyzer.program.tree import DefinitionIndex, definition_files
+from analyzer.program.tree import DefinitionIndex, definition_files, discover
 from analyzer.report.callgraph import edges, render_dot
+from analyzer.report.json_report import render_json
+from analyzer.rules.loader import load_api
+from tests.fixture_markers import FIXTURES
 
 
 def program(tmp_path: Path, files: dict[str, str]) -> Program:
@@ -155,3 +159,20 @@ def test_calling_finds_direct_calls_by_name_and_by_macro_alias_in_program_order(
         "mm/b.c:b_none",
     ]
     assert p.calling({"unpin_user_page"}) == []
+
+
+def test_a_parallel_run_lowers_the_context_with_the_scanned_files() -> None:
+    """With worker processes, the headers the context's first look-up can choose are
+    lowered by them, alongside the scanned files; the context and the findings are those
+    of a run in one process."""
+    tree = FIXTURES / "models" / "v3.1"
+    discovery = discover(tree, list(engine.DEFAULT_PATHS))
+    index = DefinitionIndex(tree, definition_files(tree))
+    api = load_api()
+    parsed = engine._parse(
+        tree, discovery, None, 2, None, False, lambda: engine._prefetch(index, api, discovery)
+    )
+    assert list(parsed.prefetched) == ["include/linux/mm.h"]
+    context = engine.load_context(tree, parsed, api, None, index)
+    assert context == [parsed.prefetched["include/linux/mm.h"]]
+    assert render_json(engine.scan(tree, jobs=2)) == render_json(engine.scan(tree, jobs=1))
