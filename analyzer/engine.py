@@ -348,7 +348,7 @@ class _ContextChoice:
 
 def _probe(scanned: dict[str, Function], name: str) -> tuple[str, ...] | None:
     fn = scanned.get(name)
-    return None if fn is None else tuple(c.callee or "" for c in fn.call_refs)
+    return None if fn is None else tuple(c or "" for c in fn.callees)
 
 
 def _first_wanted(api: KernelApi) -> set[str]:
@@ -393,9 +393,7 @@ def _choose_context(
             chosen[rel] = ir
             for fn in ir.functions:
                 defined.setdefault(fn.name, fn)
-        callees = {
-            c.callee for n in followed if n in defined for c in defined[n].call_refs if c.callee
-        }
+        callees = {c for n in followed if n in defined for c in defined[n].callees if c}
         if callees <= followed:
             break
         followed |= callees

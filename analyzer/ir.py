@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -401,7 +402,10 @@ class Function:
     params: tuple[Param, ...]
     ret: TypeRef
     annotations: tuple[tuple[str, str], ...]  # (kind, argument) sparse lock annotations
-    call_refs: tuple[CallRef, ...]
+    # Its calls (call_refs), packed by pack_calls(): a whole tree has 530,000, and an
+    # analysis reads those of a few hundred functions; the callers index, the names.
+    callees: tuple[str | None, ...]  # each call's CallRef.callee
+    sites: bytes  # each call's (node, index, line, indirect), as 32-bit integers
     # shared_state() of its instructions' operands: the fields and globals it uses, and
     # which structs' fields it accesses
     shared: frozenset[str]
@@ -412,6 +416,21 @@ class Function:
     # Program-wide identity, "path:name" ("path:name#2" for a second definition of the
     # name in one file, under other #if branches). Set by the front end.
     key: str = ""
+    _call_refs: tuple[CallRef, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def call_refs(self) -> tuple[CallRef, ...]:
+        refs = self._call_refs
+        if refs is None:
+            ints = array("i")
+            ints.frombytes(self.sites)
+            refs = self._call_refs = tuple(
+                CallRef(ints[k], ints[k + 1], callee, bool(ints[k + 3]), ints[k + 2])
+                for k, callee in zip(range(0, len(ints), 4), self.callees, strict=True)
+            )
+        return refs
 
     def _body(self) -> Body:
         body = self.body
@@ -454,7 +473,8 @@ class Function:
             self.params,
             self.ret,
             self.annotations,
-            self.call_refs,
+            self.callees,
+            self.sites,
             self.shared,
             self.accesses,
             None if self.body is None else self.pickled_body(),
@@ -509,6 +529,16 @@ def shape_of(ir: FileIR) -> str:
     stores = [(s.field, s.func) for s in ir.fnptr_stores]
     facts = (ir.prototypes, stores, sorted(ir.exports), ir.struct_fields, ir.macro_aliases)
     return hashlib.blake2b(repr((fns, facts)).encode(), digest_size=16).hexdigest()
+
+
+def pack_calls(refs: Iterable[CallRef]) -> tuple[tuple[str | None, ...], bytes]:
+    """Function.callees and Function.sites of the calls `refs`."""
+    callees: list[str | None] = []
+    ints = array("i")
+    for r in refs:
+        callees.append(r.callee)
+        ints.extend((r.node, r.index, r.line, r.indirect))
+    return tuple(callees), ints.tobytes()
 
 
 def take_bodies(ir: FileIR) -> tuple[bytes, ...]:

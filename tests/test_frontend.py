@@ -238,6 +238,19 @@ def test_macro_headed_function_is_lowered() -> None:
     assert callees(fn) == ["irq_enter"]
 
 
+def test_calls_come_back_packed_and_are_unpacked_on_first_use() -> None:
+    ir = lower("void f(struct ops *o, int x)\n{\n\tg(x);\n\to->run(x, h(x));\n}\n")
+    (fn,) = pickle.loads(pickle.dumps(ir, pickle.HIGHEST_PROTOCOL)).functions
+    assert fn.callees == ("g", "h", "run") and fn._call_refs is None
+    assert fn.call_refs == ir.functions[0].call_refs
+    assert [(r.callee, r.indirect, r.line, r.index) for r in fn.call_refs] == [
+        ("g", False, 3, 0),
+        ("h", False, 4, 0),
+        ("run", True, 4, 1),
+    ]
+    assert [c.callee for _n, c in fn.calls()] == ["g", "h", "run"]
+
+
 def test_ir_survives_pickling() -> None:
     """The fact store and the worker processes move IR as pickles."""
     src = (FIXTURES / "models" / "v3.1" / "fs" / "direct-io.c").read_bytes()

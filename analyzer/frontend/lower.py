@@ -37,6 +37,7 @@ from analyzer.ir import (
     Status,
     TypeRef,
     calls_in,
+    pack_calls,
     peel,
     shared_state,
 )
@@ -629,6 +630,11 @@ def lower_function(
         return Skipped(name, line, str(e))
     cfg = b.cfg()
     shared, accesses = shared_state((e for ins in cfg.instrs for e in (ins.lhs, ins.rhs)), b.locals)
+    callees, sites = pack_calls(
+        CallRef(n, i, c.callee, c.indirect, c.loc.line)
+        for n, ins in enumerate(cfg.instrs)
+        for i, c in enumerate(ins.calls)
+    )
     fn = Function(
         name=name,
         path=path,
@@ -639,7 +645,8 @@ def lower_function(
         params=params,
         ret=_typeref(n.child_by_field_name("type"), _ptr),
         annotations=annotations,
-        call_refs=_call_refs(cfg),
+        callees=callees,
+        sites=sites,
         shared=shared,
         accesses=accesses,
         body=Body(cfg, b.locals),
@@ -647,14 +654,6 @@ def lower_function(
     )
     fnptr_stores.extend(b.fnptr_stores)
     return fn
-
-
-def _call_refs(cfg: CFG) -> tuple[CallRef, ...]:
-    return tuple(
-        CallRef(n, i, c.callee, c.indirect, c.loc.line)
-        for n, ins in enumerate(cfg.instrs)
-        for i, c in enumerate(ins.calls)
-    )
 
 
 def _struct_fields(n: Node, out: dict[str, dict[str, TypeRef]]) -> None:

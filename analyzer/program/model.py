@@ -173,7 +173,7 @@ class Program:
             order = [*self.functions(), *self.context_functions()]
             index: dict[str, list[int]] = defaultdict(list)
             for i, caller in enumerate(order):
-                for name in {ref.callee for ref in caller.call_refs}:
+                for name in set(caller.callees):
                     if name is not None:
                         index[name].append(i)
             self._calls_by_name = order, index
