@@ -162,6 +162,32 @@ def main() -> None:
     gc.disable()
 
 
+# What the command's scans built, kept to the end of the process when it runs as the
+# console script (entry()); None when main() is called in-process (tests).
+_retained: list[object] | None = None
+
+
+def entry() -> NoReturn:
+    """The console script: main(), then an exit that frees nothing, as mypy's does. A
+    whole tree's IR is millions of objects; freeing them one by one, as a normal exit
+    does, took a tenth of a run (0.5 s of 4.5 s after a change to mm/gup.c)."""
+    global _retained
+    _retained = []
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # a reader that went away (krefaudit scan ... | head)
+        pass
+    os._exit(code)
+
+
 @main.command()
 @tree_arg
 @paths_arg
@@ -255,6 +281,7 @@ def scan(
                 store,
                 lower_all,
                 functions=html_out is not None,
+                retain=_retained,
             )
         kept, left_out = triage.split(result.findings)
         result = dataclasses.replace(result, findings=kept, left_out=left_out)
@@ -530,7 +557,13 @@ def baseline_create(
             _fail(f"{output}: exists; use `krefaudit baseline update`")
         with _fact_store(cache_dir, no_cache) as store:
             result = engine.scan(
-                tree, list(paths) or None, None, Progress(quiet), store=store, functions=False
+                tree,
+                list(paths) or None,
+                None,
+                Progress(quiet),
+                store=store,
+                functions=False,
+                retain=_retained,
             )
         write_atomically(output, render_baseline(result.findings))
         click.echo(f"krefaudit: {output}: {len(result.findings)} fingerprint(s)")
@@ -560,7 +593,13 @@ def baseline_update(
         old = read_baseline(output) if output.exists() else frozenset()
         with _fact_store(cache_dir, no_cache) as store:
             result = engine.scan(
-                tree, list(paths) or None, None, Progress(quiet), store=store, functions=False
+                tree,
+                list(paths) or None,
+                None,
+                Progress(quiet),
+                store=store,
+                functions=False,
+                retain=_retained,
             )
         new = {f.fingerprint for f in result.findings}
         write_atomically(output, render_baseline(result.findings))

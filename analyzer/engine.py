@@ -560,6 +560,7 @@ def scan(
     store: FactStore | None = None,
     lower_all: bool = False,
     functions: bool = True,
+    retain: list[object] | None = None,
 ) -> RunResult:
     """Analyze `paths` of `tree`. With a `store`, a run whose inputs all match an earlier
     one returns its result; a run whose changes cannot reach what the last run over the
@@ -567,14 +568,19 @@ def scan(
     not lowered again. Unless `lower_all`, files that hold no relevance token of the
     rules are not lowered. Unless `functions`, the facts of the functions in traces
     (RunResult.functions, what the HTML report draws) are left out. `paths` None scans
-    DEFAULT_PATHS; an empty list scans nothing."""
+    DEFAULT_PATHS; an empty list scans nothing. The program's IR is appended to
+    `retain`, when given: a caller about to exit keeps it there, not to free it object
+    by object (see cli.entry)."""
     paths = list(DEFAULT_PATHS if paths is None else paths)
     discovery = discover(tree, paths)
     definitions = definition_files(tree)
 
     def analyze(store: FactStore | None) -> tuple[RunResult, Parsed, list[SkippedFunction]]:
         chosen = (refcount_model, lower_all, functions)
-        return _analyze(tree, paths, discovery, definitions, chosen, progress, jobs, store)
+        out = _analyze(tree, paths, discovery, definitions, chosen, progress, jobs, store)
+        if retain is not None:
+            retain.append(out[1])
+        return out
 
     if store is None:
         return analyze(None)[0]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from analyzer import engine
+from analyzer import cli, engine
 from analyzer.cli import main
 from tests.fixture_markers import FIXTURES
 
@@ -165,3 +167,44 @@ def test_reports_get_the_umask_modes(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "h").stat().st_mode & 0o777 == 0o755
+
+
+class _Exited(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["scan", str(V31), "-j", "1", "--no-cache"], 1), (["scan", "/nonexistent"], 2), (["-h"], 0)],
+)
+def test_the_console_script_exits_without_freeing_the_scan(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], code: int
+) -> None:
+    """entry() keeps what the scan built until os._exit(), with main()'s exit code. (In
+    one process: a forked worker would run the patched os._exit too.)"""
+
+    def exit_now(status: int) -> None:
+        raise _Exited(status)
+
+    monkeypatch.setattr(os, "_exit", exit_now)
+    monkeypatch.setattr(sys, "argv", ["krefaudit", *args])
+    monkeypatch.setattr(cli, "_retained", None)
+    with pytest.raises(_Exited) as exited:
+        cli.entry()
+    assert exited.value.code == code
+    kept = cli._retained
+    assert kept is not None and len(kept) == (1 if code == 1 else 0)
+    if kept:
+        assert isinstance(kept[0], engine.Parsed) and kept[0].files
+
+
+def test_the_console_script_flushes_what_it_wrote(tmp_path: Path) -> None:
+    """Through a pipe, all that was written arrives: the exit that frees nothing loses
+    nothing."""
+    cmd = [sys.executable, "-m", "analyzer", "scan", str(V31), "--no-cache", "--format", "json"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == run("scan", str(V31), "--no-cache", "--format", "json")[1]
+    assert json.loads(done.stdout)["findings"]
