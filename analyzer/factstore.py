@@ -2,7 +2,8 @@
 
 Four tables, each keyed so that a stale entry can never be read:
 - ``files``: per source file, its lowered IR without the function bodies (or why it
-  was not lowered), keyed by its path in the tree and the hash of its bytes;
+  was not lowered), keyed by its path in the tree and the hash of its bytes, and
+  whether it holds IR;
 - ``bodies``: the function bodies of each lowered file, under the same key: a run reads
   every file's call graph, but the bodies of only a few files, each when an analysis
   first asks for one;
@@ -43,7 +44,9 @@ import analyzer
 from analyzer.rules.loader import rules_dir
 
 DB_NAME = "facts.sqlite"
-_SCHEMA = 3  # the tables' layout; a store of another layout is emptied on open
+_SCHEMA = 4  # the tables' layout; a store of another layout is emptied on open
+# Asked for this many files, FactStore.files reads the unlowered ones in one query.
+_BULK = 10_000
 # Results kept per salt: a few trees, subtrees and patch revisions.
 _MAX_RESULTS = 32
 # A file modified this close to its hashing may change again within the same mtime
@@ -140,7 +143,7 @@ class FactStore:
                     inode TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, digest TEXT);
                 CREATE TABLE IF NOT EXISTS files (
                     salt TEXT, rel TEXT, digest TEXT, blob BLOB, checksum TEXT,
-                    PRIMARY KEY (salt, rel, digest));
+                    lowered INTEGER, PRIMARY KEY (salt, rel, digest));
                 CREATE TABLE IF NOT EXISTS bodies (
                     salt TEXT, rel TEXT, digest TEXT, blob BLOB, checksum TEXT,
                     PRIMARY KEY (salt, rel, digest));
@@ -236,9 +239,25 @@ class FactStore:
         return None
 
     def files(self, wanted: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, Any]]:
-        """(rel, digest, object) of the cached ones among `wanted` (rel, digest) pairs."""
+        """(rel, digest, object) of the cached ones among `wanted` (rel, digest) pairs.
+        Asked for many, it reads the entries of the files not lowered in one query: a
+        query per entry costs 7 us, one for all 1 us an entry, and 53,000 of a whole
+        tree's 55,000 files are not lowered."""
+        wanted = list(wanted)
+        unlowered: dict[tuple[str, str], tuple[bytes, str]] = {}
+        if len(wanted) >= _BULK:
+            rows = self._read(
+                "SELECT rel, digest, blob, checksum FROM files WHERE salt = ? AND NOT lowered",
+                (self.salt,),
+                all_rows=True,
+            )
+            unlowered = {(rel, d): (blob, checksum) for rel, d, blob, checksum in rows}
         for rel, d in wanted:
-            obj = self._entry("files", rel, d)
+            row = unlowered.get((rel, d))
+            if row is not None:
+                obj = self._checked("files", rel, d, row)
+            else:
+                obj = self._entry("files", rel, d)
             if obj is not None:
                 yield rel, d, obj
 
@@ -258,8 +277,11 @@ class FactStore:
             f"SELECT blob, checksum FROM {table} WHERE salt = ? AND rel = ? AND digest = ?",
             (self.salt, rel, d),
         )
-        if row is None:
-            return None
+        return None if row is None else self._checked(table, rel, d, row)
+
+    def _checked(self, table: str, rel: str, d: str, row: tuple[bytes, str]) -> Any:
+        """The object of a row (blob, checksum) of `table`; None, and the row dropped,
+        when it is damaged."""
         obj = self._load(rel if table == "files" else f"{rel}'s bodies", row[0], row[1])
         if obj is None:
             self._drop((table,), rel, d)
@@ -276,8 +298,11 @@ class FactStore:
         """Store (rel, digest, pickled object, pickled bodies or None) entries."""
         entries = list(entries)
         self._write(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-            ((self.salt, rel, d, blob, digest(blob)) for rel, d, blob, _ in entries),
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (self.salt, rel, d, blob, digest(blob), bodies is not None)
+                for rel, d, blob, bodies in entries
+            ),
         )
         self._write(
             "INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?, ?)",

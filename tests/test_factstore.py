@@ -299,7 +299,7 @@ def test_one_scan_sees_one_version_of_each_file(
         stats.append(p)
         return real_stat(p, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(factstore.os, "stat", counting)
+    monkeypatch.setattr(os, "stat", counting)
     with store.snapshot():
         first = store.file_digest(str(path))
         path.write_text("int b;\n")
@@ -307,6 +307,45 @@ def test_one_scan_sees_one_version_of_each_file(
     assert stats == [str(path)]
     assert store.file_digest(str(path)) != first, "a new scan sees the change"
     store.close()
+
+
+def test_many_files_are_read_with_one_query_for_the_unlowered(
+    tmp_path: Path, rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked for many files (here: any), the store reads the entries of the files not
+    lowered in one query, and the others one by one; a damaged one is still found."""
+    monkeypatch.setattr(factstore, "_BULK", 1)
+    tree = copy_tree(V31, tmp_path / "t")
+    (tree / "mm" / "plain.c").write_text("int plain(int x)\n{\n\treturn x + 1;\n}\n")
+    cold = scan(tree, rec.store(tmp_path / "c"))
+    assert cold.coverage.unneeded == ("mm/plain.c",)
+
+    def warm() -> tuple[RunResult, list[str]]:
+        con = sqlite3.connect(tmp_path / "c" / DB_NAME)
+        with con:
+            con.execute("DELETE FROM results")
+        con.close()
+        store = rec.store(tmp_path / "c")
+        queries: list[str] = []
+        store.db.set_trace_callback(queries.append)
+        return scan(tree, store), [
+            q for q in queries if q.startswith("SELECT blob, checksum FROM files")
+        ]
+
+    result, one_by_one = warm()
+    assert same(result, cold) and rec.warnings == []
+    queried = {q.split("rel = '")[1].split("'")[0] for q in one_by_one}
+    context = {"include/linux/mm.h"}
+    assert queried == {f.path for f in cold.coverage.files} | context
+    con = sqlite3.connect(tmp_path / "c" / DB_NAME)
+    with con:
+        con.execute("UPDATE files SET blob = x'00' WHERE rel = 'mm/plain.c'")
+    con.close()
+    result, _ = warm()
+    assert same(result, cold)
+    assert len(rec.warnings) == 1 and "damaged entry for mm/plain.c" in rec.warnings[0]
+    rec.warnings.clear()
+    assert same(warm()[0], cold) and rec.warnings == [], "the entry was replaced"
 
 
 def test_a_file_changed_before_its_damaged_bodies_are_read(tmp_path: Path, rec: Recorder) -> None:
