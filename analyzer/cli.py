@@ -342,13 +342,14 @@ def callgraph(
     (dashed), each labelled with where it is and what is held there."""
 
     def run() -> int:
+        # IR from the store reads its bodies from it: the edges are drawn while it is open.
         with _fact_store(cache_dir, no_cache) as store:
             parsed = engine.parse_paths(
                 tree, list(paths) or list(engine.DEFAULT_PATHS), Progress(quiet), store=store
             )
-        program = Program(parsed.files)
-        analysis = LockAnalysis(program, load_api().locks) if locks else None
-        es = cg.edges(program, analysis, around, depth)
+            program = Program(parsed.files)
+            analysis = LockAnalysis(program, load_api().locks) if locks else None
+            es = cg.edges(program, analysis, around, depth)
         click.echo(cg.render_dot(es) if fmt == "dot" else cg.render_json(es), nl=False)
         for d in parsed.diagnostics:
             click.echo(f"krefaudit: error: {d}", err=True)

@@ -116,6 +116,13 @@ def test_callgraph_json_has_lock_context() -> None:
     assert edges and all({"caller", "callee", "path", "line", "held"} <= e.keys() for e in edges)
 
 
+def test_callgraph_from_the_store(tmp_path: Path) -> None:
+    """The second run's IR comes from the store, bodies included, with no warning."""
+    args = ("callgraph", str(V31), "--format", "json", "--cache", str(tmp_path / "c"))
+    first, second = run(*args), run(*args)
+    assert first == second and first[0] == 0 and first[2] == ""
+
+
 def test_only_the_html_report_asks_for_the_trace_functions_lock_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
