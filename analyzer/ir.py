@@ -407,9 +407,10 @@ class Function:
     callees: tuple[str | None, ...]  # each call's CallRef.callee
     sites: bytes  # each call's (node, index, line, indirect), as 32-bit integers
     # shared_state() of its instructions' operands: the fields and globals it uses, and
-    # which structs' fields it accesses
+    # which structs' fields it accesses (`accesses`, packed by pack_accesses(): read for
+    # the few functions that may read a field a fact was stored into)
     shared: frozenset[str]
-    accesses: frozenset[tuple[str | None, tuple[str, ...]]]
+    packed_accesses: bytes
     # None only between take_bodies() and give_bodies()
     body: Body | bytes | StoredBody | None
     status: Status
@@ -419,6 +420,15 @@ class Function:
     _call_refs: tuple[CallRef, ...] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    _accesses: frozenset[tuple[str | None, tuple[str, ...]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def accesses(self) -> frozenset[tuple[str | None, tuple[str, ...]]]:
+        if self._accesses is None:
+            self._accesses = frozenset(pickle.loads(self.packed_accesses))
+        return self._accesses
 
     @property
     def call_refs(self) -> tuple[CallRef, ...]:
@@ -476,7 +486,7 @@ class Function:
             self.callees,
             self.sites,
             self.shared,
-            self.accesses,
+            self.packed_accesses,
             None if self.body is None else self.pickled_body(),
             self.status,
             self.key,
@@ -523,7 +533,7 @@ def shape_of(ir: FileIR) -> str:
     fns = [
         (fn.key, fn.static, fn.inline, fn.params, fn.ret, fn.annotations, fn.status.value)
         + (tuple((c.callee, c.indirect) for c in fn.call_refs), sorted(fn.shared))
-        + (sorted(fn.accesses, key=repr),)
+        + (fn.packed_accesses,)
         for fn in ir.functions
     ]
     stores = [(s.field, s.func) for s in ir.fnptr_stores]
@@ -539,6 +549,11 @@ def pack_calls(refs: Iterable[CallRef]) -> tuple[tuple[str | None, ...], bytes]:
         callees.append(r.callee)
         ints.extend((r.node, r.index, r.line, r.indirect))
     return tuple(callees), ints.tobytes()
+
+
+def pack_accesses(accesses: Iterable[tuple[str | None, tuple[str, ...]]]) -> bytes:
+    """Function.packed_accesses, in a fixed order: equal sets pack alike."""
+    return pickle.dumps(tuple(sorted(accesses, key=repr)), pickle.HIGHEST_PROTOCOL)
 
 
 def take_bodies(ir: FileIR) -> tuple[bytes, ...]:

@@ -6,7 +6,19 @@ import pickle
 
 from analyzer.frontend.normalize import normalize
 from analyzer.frontend.parse import parse_bytes
-from analyzer.ir import CFG, Call, Field, FileIR, Function, Index, Kind, Name, Status, render
+from analyzer.ir import (
+    CFG,
+    Call,
+    Field,
+    FileIR,
+    Function,
+    Index,
+    Kind,
+    Name,
+    Status,
+    pack_accesses,
+    render,
+)
 from tests.fixture_markers import FIXTURES
 
 
@@ -238,10 +250,12 @@ def test_macro_headed_function_is_lowered() -> None:
     assert callees(fn) == ["irq_enter"]
 
 
-def test_calls_come_back_packed_and_are_unpacked_on_first_use() -> None:
-    ir = lower("void f(struct ops *o, int x)\n{\n\tg(x);\n\to->run(x, h(x));\n}\n")
+def test_calls_and_accesses_come_back_packed_and_are_unpacked_on_first_use() -> None:
+    ir = lower("void f(struct ops *o, int x)\n{\n\tg(x);\n\to->run(x, h(o->n));\n}\n")
     (fn,) = pickle.loads(pickle.dumps(ir, pickle.HIGHEST_PROTOCOL)).functions
     assert fn.callees == ("g", "h", "run") and fn._call_refs is None
+    assert fn._accesses is None and fn.accesses == {("ops", ("n",)), ("ops", ("run",))}
+    assert pack_accesses(sorted(fn.accesses)) == pack_accesses(reversed(sorted(fn.accesses)))
     assert fn.call_refs == ir.functions[0].call_refs
     assert [(r.callee, r.indirect, r.line, r.index) for r in fn.call_refs] == [
         ("g", False, 3, 0),

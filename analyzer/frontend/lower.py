@@ -37,6 +37,7 @@ from analyzer.ir import (
     Status,
     TypeRef,
     calls_in,
+    pack_accesses,
     pack_calls,
     peel,
     shared_state,
@@ -648,7 +649,7 @@ def lower_function(
         callees=callees,
         sites=sites,
         shared=shared,
-        accesses=accesses,
+        packed_accesses=pack_accesses(accesses),
         body=Body(cfg, b.locals),
         status=Status.RECOVERED if (b.errors or n.has_error or macro_head) else Status.CLEAN,
     )
