@@ -22,6 +22,7 @@ from analyzer import __version__, engine, kbuild, patchmode
 from analyzer.dataflow.locks import LockAnalysis
 from analyzer.factstore import FactStore, StoreError, default_dir
 from analyzer.fsutil import write_atomically
+from analyzer.model import Finding
 from analyzer.program.model import Program
 from analyzer.program.tree import TreeError
 from analyzer.report import callgraph as cg
@@ -556,21 +557,29 @@ def baseline_create(
     def run() -> int:
         if output.exists():
             _fail(f"{output}: exists; use `krefaudit baseline update`")
-        with _fact_store(cache_dir, no_cache) as store:
-            result = engine.scan(
-                tree,
-                list(paths) or None,
-                None,
-                Progress(quiet),
-                store=store,
-                functions=False,
-                retain=_retained,
-            )
-        write_atomically(output, render_baseline(result.findings))
-        click.echo(f"krefaudit: {output}: {len(result.findings)} fingerprint(s)")
+        findings = _baseline_findings(tree, paths, cache_dir, no_cache, quiet)
+        write_atomically(output, render_baseline(findings))
+        click.echo(f"krefaudit: {output}: {len(findings)} fingerprint(s)")
         return Exit.CLEAN
 
     _guard(run)
+
+
+def _baseline_findings(
+    tree: Path, paths: tuple[str, ...], cache_dir: Path | None, no_cache: bool, quiet: bool
+) -> tuple[Finding, ...]:
+    """The findings a baseline records: a scan with the default model, every rule."""
+    with _fact_store(cache_dir, no_cache) as store:
+        result = engine.scan(
+            tree,
+            list(paths) or None,
+            None,
+            Progress(quiet),
+            store=store,
+            functions=False,
+            retain=_retained,
+        )
+    return result.findings
 
 
 @baseline.command("update")
@@ -592,18 +601,9 @@ def baseline_update(
 
     def run() -> int:
         old = read_baseline(output) if output.exists() else frozenset()
-        with _fact_store(cache_dir, no_cache) as store:
-            result = engine.scan(
-                tree,
-                list(paths) or None,
-                None,
-                Progress(quiet),
-                store=store,
-                functions=False,
-                retain=_retained,
-            )
-        new = {f.fingerprint for f in result.findings}
-        write_atomically(output, render_baseline(result.findings))
+        findings = _baseline_findings(tree, paths, cache_dir, no_cache, quiet)
+        new = {f.fingerprint for f in findings}
+        write_atomically(output, render_baseline(findings))
         click.echo(
             f"krefaudit: {output}: {len(new - old)} added, {len(old - new)} dropped,"
             f" {len(new & old)} kept"
