@@ -215,9 +215,9 @@ def subexpressions(*roots: Expr | None) -> Iterator[Expr]:
 
 def shared_state(
     roots: Iterable[Expr | None], local: Mapping[str, TypeRef]
-) -> tuple[frozenset[str], frozenset[tuple[str | None, tuple[str, ...]]]]:
+) -> tuple[tuple[str, ...], frozenset[tuple[str | None, tuple[str, ...]]]]:
     """What expressions use of the state functions share, in one walk: the field names,
-    and names that are not `local` variables (globals); and each field access as
+    and names that are not `local` variables (globals), sorted; and each field access as
     field_path() gives it."""
     names: set[str] = set()
     accesses: set[tuple[str | None, tuple[str, ...]]] = set()
@@ -227,7 +227,7 @@ def shared_state(
             accesses.add(field_path(x, local))
         elif isinstance(x, Name) and x.id not in local:
             names.add(x.id)
-    return frozenset(names), frozenset(accesses)
+    return tuple(sorted(names)), frozenset(accesses)
 
 
 def field_path(x: Field, local: Mapping[str, TypeRef]) -> tuple[str | None, tuple[str, ...]]:
@@ -409,7 +409,7 @@ class Function:
     # shared_state() of its instructions' operands: the fields and globals it uses, and
     # which structs' fields it accesses (`accesses`, packed by pack_accesses(): read for
     # the few functions that may read a field a fact was stored into)
-    shared: frozenset[str]
+    shared: tuple[str, ...]  # sorted; a tuple takes a fifth of a set's memory
     packed_accesses: bytes
     # None only between take_bodies() and give_bodies()
     body: Body | bytes | StoredBody | None
@@ -532,7 +532,7 @@ def shape_of(ir: FileIR) -> str:
     bodies, or in where things are."""
     fns = [
         (fn.key, fn.static, fn.inline, fn.params, fn.ret, fn.annotations, fn.status.value)
-        + (tuple((c.callee, c.indirect) for c in fn.call_refs), sorted(fn.shared))
+        + (tuple((c.callee, c.indirect) for c in fn.call_refs), fn.shared)
         + (fn.packed_accesses,)
         for fn in ir.functions
     ]
