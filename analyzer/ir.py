@@ -541,13 +541,14 @@ def shape_of(ir: FileIR) -> str:
     return hashlib.blake2b(repr((fns, facts)).encode(), digest_size=16).hexdigest()
 
 
-def pack_calls(refs: Iterable[CallRef]) -> tuple[tuple[str | None, ...], bytes]:
-    """Function.callees and Function.sites of the calls `refs`."""
+def pack_calls(cfg: CFG) -> tuple[tuple[str | None, ...], bytes]:
+    """Function.callees and Function.sites of the calls in `cfg`, node by node."""
     callees: list[str | None] = []
     ints = array("i")
-    for r in refs:
-        callees.append(r.callee)
-        ints.extend((r.node, r.index, r.line, r.indirect))
+    for n, ins in enumerate(cfg.instrs):
+        for i, c in enumerate(ins.calls):
+            callees.append(c.callee)
+            ints.extend((n, i, c.loc.line, c.indirect))
     return tuple(callees), ints.tobytes()
 
 

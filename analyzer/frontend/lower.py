@@ -17,7 +17,6 @@ from analyzer.ir import (
     AddrOf,
     Body,
     Call,
-    CallRef,
     Const,
     Deref,
     Edge,
@@ -631,11 +630,7 @@ def lower_function(
         return Skipped(name, line, str(e))
     cfg = b.cfg()
     shared, accesses = shared_state((e for ins in cfg.instrs for e in (ins.lhs, ins.rhs)), b.locals)
-    callees, sites = pack_calls(
-        CallRef(n, i, c.callee, c.indirect, c.loc.line)
-        for n, ins in enumerate(cfg.instrs)
-        for i, c in enumerate(ins.calls)
-    )
+    callees, sites = pack_calls(cfg)
     fn = Function(
         name=name,
         path=path,
