@@ -240,8 +240,12 @@ def _entries(
         if prefetch is not None and (store is None or len(work) >= _PREFETCH_WORK):
             more = prefetch()
             cached.update(_cached(tree, more, True, store))
-            extra = [_Job(tree, rel, relevant, True, store is not None) for rel in more]
-            later = pool.map(_parse_one, [job for job in extra if job.rel not in cached])
+            extra = [
+                _Job(tree, rel, relevant, True, store is not None)
+                for rel in more
+                if rel not in cached
+            ]
+            later = pool.map(_parse_one, extra)
             results = itertools.chain(results, later)
     else:
         pool = None
