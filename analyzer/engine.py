@@ -373,13 +373,14 @@ def _choose_context(
     index: DefinitionIndex,
     parsed: Parsed,
     scanned: dict[str, Function],
+    seen: set[str],
     api: KernelApi,
     store: FactStore | None,
 ) -> tuple[_ContextChoice, list[FileIR]]:
     """Headers (and mm/ files) that define what the rules need: prototypes of the GUP
     family and release primitives, get_page() and, a few levels deep, the functions it
-    calls; each name the scanned files define themselves is not looked up."""
-    seen = {f.path for f in parsed.files}
+    calls; each name the scanned files define themselves is not looked up. `seen`: the
+    scanned files' paths; the files chosen are added."""
     chosen: dict[str, FileIR] = {}
     probes: dict[str, tuple[str, ...] | None] = {}
     defined = dict(scanned)
@@ -424,11 +425,11 @@ def load_context(
     definition_files(). With a store, the choice of an earlier run over the same
     headers is reused when it still holds."""
     scanned = {fn.name: fn for f in parsed.files for fn in f.functions}
+    seen = {f.path for f in parsed.files}
     if store is None:
-        return _choose_context(tree, index, parsed, scanned, api, None)[1]
+        return _choose_context(tree, index, parsed, scanned, seen, api, None)[1]
     # The scanned files count by their paths and the probes' answers; the other files
     # the search reads, by their content.
-    seen = {f.path for f in parsed.files}
     searched = [rel for rel in index.files if rel not in seen]
     key = "context:" + _content_key((store.salt, sorted(seen)), _digests(tree, searched, store))
     memo = store.result(key)
@@ -437,7 +438,7 @@ def load_context(
     ):
         found = [_context_file(tree, rel, store, parsed) for rel in memo.files]
         return [ir for ir in found if ir is not None]
-    choice, context = _choose_context(tree, index, parsed, scanned, api, store)
+    choice, context = _choose_context(tree, index, parsed, scanned, seen, api, store)
     store.put_result(key, choice)
     return context
 
