@@ -20,6 +20,7 @@ from analyzer.dataflow.provenance import Provenance
 from analyzer.factstore import FactStore, digest
 from analyzer.frontend.parse import InputError, check_source, parse_bytes
 from analyzer.ir import FileIR, Function, Status, give_bodies, take_bodies
+from analyzer.lineshift import LineShift, Move, Unplaced
 from analyzer.model import (
     CallEdge,
     Coverage,
@@ -53,6 +54,22 @@ Progress = Callable[[str], None]
 
 @record
 @dataclass(frozen=True, slots=True)
+class _Read:
+    """A function whose body an analysis read, and where it was."""
+
+    key: str
+    text_digest: bytes
+    line: int
+    column: int
+    end_line: int
+
+    @staticmethod
+    def of(fn: Function) -> _Read:
+        return _Read(fn.key, fn.text_digest, fn.loc.line, fn.loc.col, fn.end_line)
+
+
+@record
+@dataclass(frozen=True, slots=True)
 class _Seen:
     """What a run made of one scanned file."""
 
@@ -62,7 +79,7 @@ class _Seen:
     shape: str | None
     coverage: FileCoverage | None  # None when it was not lowered (not relevant)
     diagnostic: str | None  # why it could not be read or lowered
-    read: bool = False  # an analysis read one of its function bodies
+    read: tuple[_Read, ...] = ()  # its functions whose bodies an analysis read
 
 
 @dataclass(slots=True)
@@ -514,7 +531,8 @@ def _content_key(head: object, digests: dict[str, str]) -> str:
 class _Memo:
     """A run's result and what it read. The analyses read every file's shape (shape_of)
     but only some function bodies: a later run over the same paths whose changed files
-    keep their shapes, and had no body read, has the same findings."""
+    keep their shapes, and the texts of the bodies read, has the same findings, moved
+    with the functions they are in."""
 
     files: dict[str, _Seen]  # the scanned files
     definitions: dict[str, str]  # content hashes of the other files context can come from
@@ -533,27 +551,58 @@ def _reuse(
     lower_all: bool,
 ) -> tuple[_Memo, RunResult] | None:
     """`memo` brought up to date with the files as they are now, and its result; or
-    None when a change can reach what its analyses read: a shape changed, a body the
-    analyses read changed, or a file the context can come from (`outside`: the
-    definition files not scanned, with their content hashes) changed."""
+    None when a change can reach what its analyses read: a shape changed, the text of a
+    body the analyses read changed, or a file the context can come from (`outside`: the
+    definition files not scanned, with their content hashes) changed. The lines of the
+    result move with the functions the analyses read."""
     if outside != memo.definitions:
         return None
     changed = tuple(rel for rel in found.files if digests.get(rel, "") != memo.files[rel].digest)
     files = dict(memo.files)
+    moves: dict[str, list[Move]] = {}
     for rel, d, entry in _entries(tree, changed, lower_all, jobs, store, None):
         now, before = _seen(rel, d, entry, lower_all), memo.files[rel]
-        if before.read or now.shape != before.shape:
+        if now.shape != before.shape:
             return None
+        if before.read:
+            assert isinstance(entry[1], FileIR)  # it has a shape
+            moved = _moved(before.read, entry[1])
+            if moved is None:
+                return None
+            moves[rel], read = moved
+            now = dataclasses.replace(now, read=read)
         files[rel] = now
-    coverage = _with_skipped(_coverage(files), list(memo.analysis_skipped))
+    shift = LineShift(moves)
+    try:
+        bare = shift.result(memo.result)
+        skipped = tuple(map(shift.skipped, memo.analysis_skipped))
+    except Unplaced:
+        return None
     result = dataclasses.replace(
-        memo.result,
+        bare,
         tree=str(tree),
-        coverage=coverage,
+        coverage=_with_skipped(_coverage(files), list(skipped)),
         diagnostics=tuple(_diagnostics(found.problems, files)),
         kernel_version=kernel_version(tree),
     )
-    return dataclasses.replace(memo, files=files), result
+    return _Memo(files, memo.definitions, bare, skipped), result
+
+
+def _moved(read: tuple[_Read, ...], ir: FileIR) -> tuple[list[Move], tuple[_Read, ...]] | None:
+    """How the functions `read` moved in `ir`, and where they are now; None when one
+    of them has another text now, or starts at another column (which moves the columns
+    of its first line). One text is one body: lowering reads nothing of a file beyond
+    a function's definition but its annotations, which are part of its shape, and
+    tree-sitter parses a definition alike wherever it stands in a file."""
+    now = {fn.key: fn for fn in ir.functions}
+    moves, there = [], []
+    for r in read:
+        fn = now[r.key]  # the shape, which holds the keys, is unchanged
+        if fn.text_digest != r.text_digest or fn.loc.col != r.column:
+            return None
+        moves.append(Move(r.line, r.end_line, fn.loc.line - r.line))
+        there.append(_Read.of(fn))
+    return moves, tuple(there)
 
 
 def scan(
@@ -616,10 +665,12 @@ def scan(
 
 
 def _read_marks(parsed: Parsed) -> dict[str, _Seen]:
-    """The scanned files' records, each marked if an analysis read a body of it."""
-    read = {f.path for f in parsed.files if any(fn.body_loaded for fn in f.functions)}
+    """The scanned files' records, with the functions whose bodies an analysis read."""
+    read = {
+        f.path: tuple(_Read.of(fn) for fn in f.functions if fn.body_loaded) for f in parsed.files
+    }
     return {
-        rel: dataclasses.replace(s, read=True) if rel in read else s
+        rel: dataclasses.replace(s, read=read[rel]) if read.get(rel) else s
         for rel, s in parsed.seen.items()
     }
 

@@ -411,6 +411,9 @@ class Function:
     # the few functions that may read a field a fact was stored into)
     shared: tuple[str, ...]  # sorted; a tuple takes a fifth of a set's memory
     packed_accesses: bytes
+    # Digest of its text as parsed: two versions with one text have one body, but for
+    # where it starts (a warm run moves the lines of what it reuses, see engine._reuse)
+    text_digest: bytes
     # None only between take_bodies() and give_bodies()
     body: Body | bytes | StoredBody | None
     status: Status
@@ -487,6 +490,7 @@ class Function:
             self.sites,
             self.shared,
             self.packed_accesses,
+            self.text_digest,
             None if self.body is None else self.pickled_body(),
             self.status,
             self.key,

@@ -255,6 +255,69 @@ def test_a_body_change_an_analysis_read_is_analyzed(tmp_path: Path, rec: Recorde
     assert [f.function for f in warm.findings if f.rule_id == "tail-ref-race"] == ["caller"]
 
 
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_moved_bodies_an_analysis_read_keep_their_findings_moved(
+    tmp_path: Path, rec: Recorder
+) -> None:
+    """Lines are added above and between the functions whose bodies the analyses read,
+    and inside one they did not read, in every file with a finding: the findings are
+    reused, their lines moved with the functions, and equal a cold run's."""
+    tree = copy_tree(V31, tmp_path / "t")
+    first = scan(tree, rec.store(tmp_path / "c"))
+    _edit(tree / "mm" / "follow_ref.c", '#include "linux/mm.h"\n', '#include "linux/mm.h"\n\n\n')
+    _edit(
+        tree / "mm" / "follow_ref.c",
+        "}\n\nstatic struct page *follow_ref_foll",
+        "}\n\n\nstatic struct page *follow_ref_foll",
+    )
+    _edit(tree / "fs" / "direct-io.c", "/*", "/* one more line\n *")
+    _edit(tree / "mm" / "thp_paths.c", "\n", "\n\n")
+    rec.lowered.clear()
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert rec.analyses == 1, "the findings were reused"
+    assert sorted(rec.lowered) == ["fs/direct-io.c", "mm/follow_ref.c", "mm/thp_paths.c"]
+    cold = scan(tree, None)
+    assert same(warm, cold) and cold.functions and warm.functions == cold.functions
+    lines = lambda r: [(f.location.path, f.location.line) for f in r.findings]  # noqa: E731
+    assert all(a != b for a, b in zip(lines(first), lines(warm), strict=True))
+    # Once more, from the moved record: the next run's moves start where these ended.
+    _edit(tree / "mm" / "follow_ref.c", "int follow_ref_run", "\nint follow_ref_run")
+    rec.analyses = 0
+    again = scan(tree, rec.store(tmp_path / "c"))
+    assert rec.analyses == 0
+    cold = scan(tree, None)
+    assert same(again, cold) and again.functions == cold.functions
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # the text of a body an analysis read
+        ("\tif (page)\n\t\tget_page(page);", "\tif (page) /* now */\n\t\tget_page(page);"),
+        # the column it starts at: its first line's columns move
+        (
+            "static struct page *follow_ref_unlocked",
+            "/* */ static struct page *follow_ref_unlocked",
+        ),
+    ],
+    ids=["text", "column"],
+)
+def test_a_read_body_with_another_text_or_column_is_analyzed(
+    tmp_path: Path, rec: Recorder, old: str, new: str
+) -> None:
+    tree = copy_tree(V31, tmp_path / "t")
+    scan(tree, rec.store(tmp_path / "c"))
+    _edit(tree / "mm" / "follow_ref.c", old, new)
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert rec.analyses == 2
+    assert same(warm, scan(tree, None))
+
+
 def test_a_warm_analysis_fetches_only_the_bodies_it_reads(
     tmp_path: Path, rec: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -244,10 +244,11 @@ def test_fact_store_round_trip_on_a_real_tree(tree_6_1: Path, tmp_path: Path) ->
 def test_changes_no_analysis_read_keep_the_findings_on_a_real_tree(
     tree_6_1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A line is inserted at the top of every mm/ file in the program whose bodies no
-    analysis read: the warm run reuses the findings without analyzing, and its report
-    equals a cold run's over the edited tree, byte for byte (so no line of those files
-    shows in a report)."""
+    """A line is inserted at the top of every mm/ file in the program, and one more just
+    above the last function whose body an analysis read in each file that has one: the
+    warm run reuses the findings without analyzing, and its report (whose traces and
+    function facts show lines of the moved functions) equals a cold run's over the
+    edited tree, byte for byte."""
     tree = tmp_path / "t"
     for part in ("mm", "include", "arch/x86/include"):
         if (tree_6_1 / part).is_dir():
@@ -267,20 +268,27 @@ def test_changes_no_analysis_read_keep_the_findings_on_a_real_tree(
     monkeypatch.setattr(engine, "_read_marks", marking)
     monkeypatch.setattr(engine, "_analyze", analyzing)
     store = FactStore(tmp_path / "c", pytest.fail)
-    scan(tree, ["mm"], jobs=2, store=store)
+    first = scan(tree, ["mm"], jobs=2, store=store)
     store.close()
-    unread = [rel for rel, s in marks.items() if s.shape is not None and not s.read]
-    assert len(unread) >= 20, unread
-    for rel in unread:
+    edited = {rel: s for rel, s in marks.items() if s.shape is not None}
+    assert sum(bool(s.read) for s in edited.values()) >= 20
+    assert sum(not s.read for s in edited.values()) >= 20
+    for rel, s in edited.items():
         p = tree / rel
-        text = p.read_bytes()
+        lines = p.read_bytes().splitlines(keepends=True)
+        if s.read:
+            last = max(r.line for r in s.read)
+            lines.insert(last - 1, b"\n")
         p.unlink()  # a hard link to the shared tree: break it first
-        p.write_bytes(b"\n" + text)
+        p.write_bytes(b"".join([b"\n", *lines]))
     store = FactStore(tmp_path / "c", pytest.fail)
     warm = scan(tree, ["mm"], jobs=2, store=store)
     store.close()
     assert len(analyses) == 1, "the findings were reused"
-    assert render_json(warm) == render_json(scan(tree, ["mm"], jobs=2))
+    cold = scan(tree, ["mm"], jobs=2)
+    assert render_json(warm) == render_json(cold)
+    assert warm.functions == cold.functions  # what the HTML report draws
+    assert warm.functions != first.functions
 
 
 def test_sigterm_leaves_the_previous_report_intact(tree_6_1: Path, tmp_path: Path) -> None:

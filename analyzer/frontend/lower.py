@@ -5,6 +5,7 @@ This module and ``parse.py`` are the only ones that see tree-sitter nodes.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -645,6 +646,7 @@ def lower_function(
         sites=sites,
         shared=shared,
         packed_accesses=pack_accesses(accesses),
+        text_digest=hashlib.blake2b(n.text or b"", digest_size=16).digest(),
         body=Body(cfg, b.locals),
         status=Status.RECOVERED if (b.errors or n.has_error or macro_head) else Status.CLEAN,
     )
