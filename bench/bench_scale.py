@@ -17,7 +17,11 @@ All tools run on that same list; each repeat runs them in alternating order:
                filled by one untimed run first: with no change, and with one file
                changed (each --changed FILE in turn, default the first .c file of the
                size, gets a comment line inserted at its top, so that every line of it
-               moves, a different comment each repeat; restored after each run)
+               moves, a different comment each repeat; restored after each run), or
+               with one file's function bodies edited (each --edited FILE in turn gets
+               such a comment line as the first line of every function body that opens
+               with a `{` line of its own, kernel style: the analyses run again if they
+               read one of those bodies)
   spatch       Coccinelle with bench/tail-ref-race.cocci (a rough approximation of the
                tail-ref-race rule), `--jobs N --very-quiet --no-includes`, one file a group
 
@@ -265,6 +269,12 @@ def main() -> int:
         action="append",
         help="a file changed for a warm one-file run (repeat for several; each is timed)",
     )
+    ap.add_argument(
+        "--edited",
+        action="append",
+        default=[],
+        help="a file whose function bodies are edited for a warm one-file run (repeatable)",
+    )
     ap.add_argument("--no-spatch", action="store_true", help="leave spatch out")
     ap.add_argument("--spatch", default="spatch", help="spatch binary (default: spatch)")
     ap.add_argument(
@@ -290,10 +300,13 @@ def main() -> int:
     ncpu = os.cpu_count()
     print(f"tree: {tree}")
     print(f"size: {size} ({' '.join(paths)}): {len(files)} files (.c and .h), {mb:.1f} MB")
-    changes = args.changed or [next(rel for rel, _ in files if rel.endswith(".c"))]
+    moved = args.changed or [next(rel for rel, _ in files if rel.endswith(".c"))]
+    changes = [(rel, False) for rel in moved] + [(rel, True) for rel in args.edited]
     print(f"repeats: {args.repeat}  jobs: {args.jobs}  cores: {ncpu}")
-    print(f"changed for the warm one-file runs: {' '.join(changes)}")
-    originals = {rel: ((tree / rel).read_bytes(), (tree / rel).stat()) for rel in changes}
+    print(f"changed for the warm one-file runs: {' '.join(moved)}")
+    if args.edited:
+        print(f"bodies edited for the warm one-file runs: {' '.join(args.edited)}")
+    originals = {rel: ((tree / rel).read_bytes(), (tree / rel).stat()) for rel, _ in changes}
 
     with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
         groups = Path(tmp) / "groups"  # one file a group, so that --jobs spreads them
@@ -305,7 +318,10 @@ def main() -> int:
         floor_n = Tool(f"floor: tree-sitter parse only, {args.jobs} processes")
         cold = Tool(f"krefaudit cold: scan -j {args.jobs} --no-cache")
         warm = Tool("krefaudit warm, no change")
-        warm1 = {rel: Tool(f"krefaudit warm, {rel} changed") for rel in changes}
+        warm1 = {
+            (rel, bodies): Tool(f"krefaudit warm, {rel} {'bodies edited' if bodies else 'changed'}")
+            for rel, bodies in changes
+        }
         cocci = Tool(f"spatch: tail-ref-race.cocci --jobs {args.jobs}")
         last: dict[str, Run] = {}
 
@@ -318,9 +334,12 @@ def main() -> int:
                 (tree / rel).write_bytes(data)
                 os.utime(tree / rel, ns=(times.st_atime_ns, times.st_mtime_ns))
 
-        def one_changed(rel: str, i: int) -> Run:
+        def one_changed(rel: str, bodies: bool, i: int) -> Run:
             """A run after an edit; the other warm runs see the tree as it was."""
-            edit = f"/* bench_scale change {i} */\n".encode() + originals[rel][0]
+            mark, data = f"/* bench_scale change {i} */\n".encode(), originals[rel][0]
+            edit = data.replace(b"\n{\n", b"\n{\n" + mark) if bodies else mark + data
+            if edit == data:
+                raise SystemExit(f"bench_scale: {rel}: no function body opens with a {{ line")
             (tree / rel).write_bytes(edit)
             try:
                 return krefaudit_run(tree, paths, args.jobs, out_json, cache)
@@ -337,10 +356,12 @@ def main() -> int:
                 warm, "warm", lambda: krefaudit_run(tree, paths, args.jobs, out_json, cache)
             ),
         ]
-        steps += [
-            lambda i, rel=rel: measure(warm1[rel], f"warm1 {rel}", lambda: one_changed(rel, i))
-            for rel in changes
-        ]
+
+        def changed_step(rel: str, bodies: bool) -> Callable[[int], None]:
+            label = f"warm1 {rel} {bodies}"
+            return lambda i: measure(warm1[rel, bodies], label, lambda: one_changed(rel, bodies, i))
+
+        steps += [changed_step(rel, bodies) for rel, bodies in changes]
         if spatch is not None:
             steps.append(
                 lambda i: measure(
@@ -387,12 +408,12 @@ def main() -> int:
     print(f"krefaudit-cold / floor ({args.jobs} processes): {cold.median / floor_n.median:.1f}x")
     print(f"krefaudit-cold / floor (1 process):   {cold.median / floor1.median:.1f}x")
     print(f"krefaudit-warm / krefaudit-cold:       {warm.median / cold.median:.3f}x")
-    for rel, t in warm1.items():
-        print(f"krefaudit-warm, {rel} changed / krefaudit-cold: {t.median / cold.median:.3f}x")
+    for t in warm1.values():
+        print(f"{t.label.replace(' ', '-', 1)} / krefaudit-cold: {t.median / cold.median:.3f}x")
     if spatch:
         print(f"spatch / krefaudit-cold:               {cocci.median / cold.median:.2f}x")
-        for rel, t in warm1.items():
-            print(f"spatch / krefaudit-warm, {rel} changed: {cocci.median / t.median:.2f}x")
+        for t in warm1.values():
+            print(f"spatch / {t.label.replace(' ', '-', 1)}: {cocci.median / t.median:.2f}x")
     print(f"fact store on disk: {store_mb:.0f} MB")
     print()
     print(f"peak RSS, floor (this process, file bytes included): {mib(floor1_rss)}")
