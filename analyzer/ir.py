@@ -437,8 +437,7 @@ class Function:
     def call_refs(self) -> tuple[CallRef, ...]:
         refs = self._call_refs
         if refs is None:
-            ints = array("i")
-            ints.frombytes(self.sites)
+            ints = _ints(self.sites)
             refs = self._call_refs = tuple(
                 CallRef(ints[k], ints[k + 1], callee, bool(ints[k + 3]), ints[k + 2])
                 for k, callee in zip(range(0, len(ints), 4), self.callees, strict=True)
@@ -536,13 +535,19 @@ def shape_of(ir: FileIR) -> str:
     bodies, or in where things are."""
     fns = [
         (fn.key, fn.static, fn.inline, fn.params, fn.ret, fn.annotations, fn.status.value)
-        + (tuple((c.callee, c.indirect) for c in fn.call_refs), fn.shared)
+        + (tuple(zip(fn.callees, map(bool, _ints(fn.sites)[3::4]), strict=True)), fn.shared)
         + (fn.packed_accesses,)
         for fn in ir.functions
     ]
     stores = [(s.field, s.func) for s in ir.fnptr_stores]
     facts = (ir.prototypes, stores, sorted(ir.exports), ir.struct_fields, ir.macro_aliases)
     return hashlib.blake2b(repr((fns, facts)).encode(), digest_size=16).hexdigest()
+
+
+def _ints(packed: bytes) -> array[int]:
+    ints = array("i")
+    ints.frombytes(packed)
+    return ints
 
 
 def pack_calls(cfg: CFG) -> tuple[tuple[str | None, ...], bytes]:

@@ -81,9 +81,8 @@ _type = lru_cache(maxsize=1 << 12)(TypeRef)
 
 
 def _text(node: Node | None) -> str:
-    if node is None or node.text is None:
-        return ""
-    return node.text.decode("utf-8", "replace")
+    text = None if node is None else node.text  # each read of Node.text copies the bytes
+    return "" if text is None else text.decode("utf-8", "replace")
 
 
 def _token(node: Node | None) -> str:
