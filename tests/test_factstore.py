@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from analyzer import engine, factstore
 from analyzer.cli import main
@@ -316,6 +318,34 @@ def test_a_read_body_with_another_text_or_column_is_analyzed(
     warm = scan(tree, rec.store(tmp_path / "c"))
     assert rec.analyses == 2
     assert same(warm, scan(tree, None))
+
+
+# Lines an edit adds: blank or a comment (most often), a statement, a macro.
+_LINES = (b"\n", b"/* a comment */\n") * 3 + (b"\tbarrier();\n", b"#define UNUSED_MACRO 1\n")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_warm_run_after_added_lines_equals_a_cold_one(
+    data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Lines added anywhere in the files with findings, whether the findings are reused
+    (moved) or analyzed again: the warm result is the cold one, function facts too."""
+    tmp = tmp_path_factory.mktemp("moves")
+    tree = copy_tree(V31, tmp / "t")
+    scan(tree, FactStore(tmp / "c", pytest.fail))
+    for rel in ("mm/follow_ref.c", "mm/thp_paths.c", "fs/direct-io.c"):
+        lines = (tree / rel).read_bytes().splitlines(keepends=True)
+        for _ in range(data.draw(st.integers(0, 2))):
+            # anywhere, or (as often) between functions: after a `}` line, or at the top
+            between = [0] + [i + 1 for i, line in enumerate(lines) if line == b"}\n"]
+            anywhere = st.integers(0, len(lines))
+            at = data.draw(st.one_of(anywhere, st.sampled_from(between)))
+            lines.insert(at, data.draw(st.sampled_from(_LINES)))
+        (tree / rel).write_bytes(b"".join(lines))
+    warm = scan(tree, FactStore(tmp / "c", pytest.fail))
+    cold = scan(tree, None)
+    assert same(warm, cold) and warm.functions == cold.functions
 
 
 def test_a_warm_analysis_fetches_only_the_bodies_it_reads(

@@ -241,7 +241,7 @@ def test_fact_store_round_trip_on_a_real_tree(tree_6_1: Path, tmp_path: Path) ->
     assert render_json(cold) == render_json(scan(tree_6_1, ["mm"], jobs=2))
 
 
-def test_changes_no_analysis_read_keep_the_findings_on_a_real_tree(
+def test_edits_that_only_move_read_bodies_keep_the_findings_on_a_real_tree(
     tree_6_1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A line is inserted at the top of every mm/ file in the program, and one more just
