@@ -564,6 +564,7 @@ def _reuse(
         now, before = _seen(rel, d, entry, lower_all), memo.files[rel]
         if now.shape != before.shape:
             return None
+        moves[rel] = []  # a line of the result in this file lies in a function moved
         if before.read:
             assert isinstance(entry[1], FileIR)  # it has a shape
             moved = _moved(before.read, entry[1])

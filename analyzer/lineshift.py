@@ -40,16 +40,8 @@ class LineShift:
     """The moves of the read functions of the edited files: path -> moves."""
 
     def __init__(self, moves: dict[str, list[Move]]) -> None:
-        self._moves = {
-            path: sorted(ms, key=lambda m: m.first)
-            for path, ms in moves.items()
-            if any(m.by for m in ms)
-        }
+        self._moves = {path: sorted(ms, key=lambda m: m.first) for path, ms in moves.items()}
         self._starts = {path: [m.first for m in ms] for path, ms in self._moves.items()}
-
-    def __bool__(self) -> bool:
-        """False when no line moves."""
-        return bool(self._moves)
 
     def line(self, path: str, line: int) -> int:
         moves = self._moves.get(path)
@@ -91,8 +83,6 @@ class LineShift:
 
     def result(self, r: RunResult) -> RunResult:
         """`r` with its lines moved; raises Unplaced."""
-        if not self:
-            return r
         model = r.refcount_model
         return dataclasses.replace(
             r,

@@ -3,6 +3,7 @@ and survives damage and a killed process."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -294,6 +295,31 @@ def test_moved_bodies_an_analysis_read_keep_their_findings_moved(
     assert rec.analyses == 0
     cold = scan(tree, None)
     assert same(again, cold) and again.functions == cold.functions
+
+
+def test_a_reused_line_outside_the_functions_read_is_analyzed_again(
+    tmp_path: Path, rec: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of what was read misses a function a finding is in (as a record that
+    left one out would): once its file moves, the findings are not reused with a line
+    that did not move, but analyzed again."""
+    tree = copy_tree(V31, tmp_path / "t")
+    marks = engine._read_marks
+
+    def forgetful(parsed: engine.Parsed) -> dict[str, engine._Seen]:
+        out = marks(parsed)
+        seen = out["mm/follow_ref.c"]
+        kept = tuple(r for r in seen.read if not r.key.endswith(":follow_ref_unlocked"))
+        assert len(kept) < len(seen.read)
+        out["mm/follow_ref.c"] = dataclasses.replace(seen, read=kept)
+        return out
+
+    monkeypatch.setattr(engine, "_read_marks", forgetful)
+    scan(tree, rec.store(tmp_path / "c"))
+    _edit(tree / "mm" / "follow_ref.c", '#include "linux/mm.h"\n', '#include "linux/mm.h"\n\n')
+    warm = scan(tree, rec.store(tmp_path / "c"))
+    assert rec.analyses == 2
+    assert same(warm, scan(tree, None))
 
 
 @pytest.mark.parametrize(

@@ -43,10 +43,11 @@ def test_a_line_outside_the_moved_functions_is_unplaced(line: int) -> None:
         SHIFT.line("mm/a.c", line)
 
 
-def test_nothing_moves() -> None:
+def test_an_edited_file_whose_functions_stayed_is_still_checked() -> None:
     still = LineShift({"mm/a.c": [Move(1, 9, 0)]})
-    assert not still
-    assert still.line("mm/a.c", 100) == 100, "an unmoved file is not looked into"
+    assert still.line("mm/a.c", 5) == 5
+    with pytest.raises(Unplaced):
+        still.line("mm/a.c", 10)
 
 
 def test_a_result_moves_everywhere_it_shows_a_line() -> None:
