@@ -434,8 +434,13 @@ class Ownership:
         for idx, call in enumerate(ins.calls):
             acq = self._acquisition(ctx, n, idx, call, ins.lhs if ins.kind is Kind.ASSIGN else None)
             if acq is not None:
-                tokens = {t for t in tokens if t.acq != acq.id}
-                aliases = {a for a in aliases if a[1] != acq.id}
+                # This call's pages, and the page of another call into the same variable
+                # (a retry: `get_user_pages_fast(.., &page)` again), are out of sight.
+                over = {
+                    a.id for a in ctx.acqs.values() if a.single and acq.single and a.key == acq.key
+                }
+                tokens = {t for t in tokens if t.acq != acq.id and t.acq not in over}
+                aliases = {a for a in aliases if a[1] != acq.id and a[1] not in over}
                 at = frozenset({f"@{call.loc.line}:{call.loc.col}"})
                 decided = ctx.decided.get(n, frozenset())
                 tokens.add(Token(acq.id, HELD, self._initial_cases(acq), names=at, facts=decided))
