@@ -202,6 +202,22 @@ def test_release_rules_on_real_drivers(version: str, request: pytest.FixtureRequ
     assert found == TRIAGED_DRIVERS[version]
 
 
+@pytest.mark.parametrize("version", ["6.1", "6.12"])
+def test_futex_key_pages_are_released_through_their_folio(
+    version: str, request: pytest.FixtureRequest
+) -> None:
+    """get_futex_key() takes one page with get_user_pages_fast(), retried read-only
+    into the same variable, and gives it back on every path: with put_page(page) in
+    6.1, with folio_put(folio) of `folio = page_folio(page)` in 6.12 (which the release
+    rules reported seven times before folios were known)."""
+    tree = request.getfixturevalue("tree_6_1_full" if version == "6.1" else "tree_6_12_full")
+    result = scan(tree, ["kernel/futex/core.c"])
+    outcomes = {o.rule_id: o for o in result.outcomes}
+    assert outcomes["gup-leak"].checked == 2, outcomes["gup-leak"]
+    release = {"gup-leak", "gup-over-release", "pin-put-mismatch"}
+    assert [f for f in result.findings if f.rule_id in release] == []
+
+
 def test_pre_3_2_model_flags_the_historical_direct_io_sites(tree_6_1: Path) -> None:
     """Under the <= 3.1 refcount model, the real 6.1 fs/direct-io.c still has the shape of
     the 2011 bug: pages from iov_iter_get_pages2() in dio->pages[], handed out by

@@ -126,7 +126,8 @@ Aliases = AbstractSet[tuple[str, int]]
 @dataclass(frozen=True, slots=True)
 class State:
     tokens: frozenset[Token]
-    aliases: frozenset[tuple[str, int]]  # (`*`name, acquisition): copies of a page
+    # (`*`name, acquisition): copies of a page; (`~`name, acquisition): its folio
+    aliases: frozenset[tuple[str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,6 +715,23 @@ class Ownership:
                 out.append((aid, "element"))
         return out
 
+    def _released(self, ctx: _Ctx, e: Expr, aliases: Aliases) -> list[tuple[int, str]]:
+        """What a release of `e` releases: what it holds, or the page whose folio it is
+        (`folio_put(page_folio(page))`, or of a local set so: under the folio refcount
+        model a page's reference is its folio's). A folio counts only here: handed to
+        other calls it is not followed, as before folios were known."""
+        while isinstance(e, Call) and e.callee in self.rel.folio_of and e.args:
+            e = e.args[0]
+        if isinstance(e, Name):
+            folio = [
+                (aid, "page" if ctx.acqs[aid].single else "element")
+                for name, aid in aliases
+                if name == f"~{e.id}"
+            ]
+            if folio:
+                return folio
+        return self._holds(ctx, e, aliases)
+
     def _mentions(self, ctx: _Ctx, e: Expr, aliases: Aliases) -> list[int]:
         """Acquisitions any part of `e` holds pages of (for stores, returns and calls)."""
         found: dict[int, None] = {}
@@ -901,7 +919,7 @@ class Ownership:
         loop = ctx.loops.get(n)
         out = set(tokens)
         sub = bulk and _offset(arg)  # releases a later part of the array only
-        for aid, how in self._holds(ctx, arg, aliases):
+        for aid, how in self._released(ctx, arg, aliases):
             acq = ctx.acqs[aid]
             if sub and not acq.offset:
                 continue
@@ -1042,7 +1060,14 @@ class Ownership:
         held = [h for h in held if h != new]
         if isinstance(lhs, Name) and local:
             name = lhs.id
-            aliases -= {a for a in aliases if a[0] == f"*{name}"}
+            aliases -= {a for a in aliases if a[0] in (f"*{name}", f"~{name}")}
+            if isinstance(pr, Call) and pr.callee in self.rel.folio_of and pr.args:
+                page = pr.args[0]
+                aliases |= {
+                    (f"~{name}", aid)
+                    for aid, how in self._holds(ctx, page, aliases)
+                    if how in ("element", "page")
+                }
             # The variable now names another page: what it held before is out of sight.
             gone = {
                 a.id

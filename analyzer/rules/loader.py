@@ -271,6 +271,7 @@ class ReleaseApi:
     borrowers: frozenset[str]
     borrower_patterns: tuple[re.Pattern[str], ...]
     identities: frozenset[str]
+    folio_of: frozenset[str]  # page -> its folio, which holds the page's reference
     transparent: frozenset[str]  # wrappers a condition reads through: unlikely(x)
     is_err: frozenset[str]  # tests that a pointer is an ERR_PTR
     is_err_or_null: frozenset[str]  # ... or NULL
@@ -487,6 +488,7 @@ def _load_release(path: Path) -> ReleaseApi:
         borrowers=frozenset(_str_list(path, d, "borrowers")),
         borrower_patterns=tuple(patterns),
         identities=frozenset(_str_list(path, d, "identities")),
+        folio_of=frozenset(_str_list(path, d, "folio_of")),
         transparent=frozenset(_str_list(path, d, "transparent")),
         is_err=frozenset(_str_list(path, d, "is_err")),
         is_err_or_null=frozenset(_str_list(path, d, "is_err_or_null")),
