@@ -741,7 +741,9 @@ class Ownership:
             for aid, _how in self._holds(ctx, x, aliases):
                 found[aid] = None
             match x:
-                case Op(op=op, operands=ops) if op in ("cast", "?:", ",", "+", "-", "{}"):
+                # `|`: a pointer with tag bits in its low bits (sg_assign_page()'s
+                # `page_link | (unsigned long)page`) is still the page
+                case Op(op=op, operands=ops) if op in ("cast", "?:", ",", "+", "-", "|", "{}"):
                     stack += list(ops)
                 case AddrOf(operand=Field(base=b)):
                     stack.append(b)  # &page->lru: the page goes on a list
