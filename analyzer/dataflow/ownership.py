@@ -720,8 +720,7 @@ class Ownership:
         (`folio_put(page_folio(page))`, or of a local set so: under the folio refcount
         model a page's reference is its folio's). A folio counts only here: handed to
         other calls it is not followed, as before folios were known."""
-        while isinstance(e, Call) and e.callee in self.rel.folio_of and e.args:
-            e = e.args[0]
+        e = self._page_of_folio(e)
         if isinstance(e, Name):
             folio = [
                 (aid, "page" if ctx.acqs[aid].single else "element")
@@ -731,6 +730,12 @@ class Ownership:
             if folio:
                 return folio
         return self._holds(ctx, e, aliases)
+
+    def _page_of_folio(self, e: Expr) -> Expr:
+        """The page `e` is the folio of (page_folio(page)), or `e` itself."""
+        while isinstance(e, Call) and e.callee in self.rel.folio_of and e.args:
+            e = e.args[0]
+        return e
 
     def _mentions(self, ctx: _Ctx, e: Expr, aliases: Aliases) -> list[int]:
         """Acquisitions any part of `e` holds pages of (for stores, returns and calls)."""
@@ -1063,8 +1068,8 @@ class Ownership:
         if isinstance(lhs, Name) and local:
             name = lhs.id
             aliases -= {a for a in aliases if a[0] in (f"*{name}", f"~{name}")}
-            if isinstance(pr, Call) and pr.callee in self.rel.folio_of and pr.args:
-                page = pr.args[0]
+            page = self._page_of_folio(pr)
+            if page is not pr:
                 aliases |= {
                     (f"~{name}", aid)
                     for aid, how in self._holds(ctx, page, aliases)
